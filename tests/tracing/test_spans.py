@@ -1,0 +1,118 @@
+"""traced(): context manager and decorator, errors, links, and concurrent reuse of one instance.
+
+Captured with the SDK's in-memory exporter: these are span-shape rules of our helper, and the
+wire path is covered by the OTLP tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, StatusCode
+
+from tracing import Telemetry, TracingSettings, setup_telemetry, traced
+
+
+@pytest.fixture
+def captured() -> tuple[Telemetry, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tel = setup_telemetry("svc", "1", TracingSettings())
+    tel.add_span_processor(SimpleSpanProcessor(exporter))
+    return tel, exporter
+
+
+def test_context_manager_nests_under_the_current_span(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    tel, exporter = captured
+    with traced(tel.tracer, "outer") as outer, traced(tel.tracer, "inner", {"servestack.batch_size": 4}) as inner:
+        assert inner.get_span_context().trace_id == outer.get_span_context().trace_id
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["inner"].parent.span_id == spans["outer"].context.span_id
+    assert dict(spans["inner"].attributes) == {"servestack.batch_size": 4}
+
+
+async def test_decorator_sync_and_async(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    tel, exporter = captured
+
+    @traced(tel.tracer, "decode")
+    def decode(x: int) -> int:
+        return x + 1
+
+    @traced(tel.tracer, "engine", kind=SpanKind.CLIENT)
+    async def engine(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    assert decode(1) == 2 and await engine(3) == 6
+    assert decode.__name__ == "decode" and asyncio.iscoroutinefunction(engine)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["engine"].kind is SpanKind.CLIENT and spans["decode"].kind is SpanKind.INTERNAL
+
+
+def test_exception_is_recorded_and_reraised(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    tel, exporter = captured
+    with pytest.raises(ValueError, match="bad image"), traced(tel.tracer, "decode"):
+        raise ValueError("bad image")
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.events[0].attributes["exception.type"] == "ValueError"
+
+
+def test_links_reach_the_span(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    tel, exporter = captured
+    with traced(tel.tracer, "request a") as a, traced(tel.tracer, "request b") as b:
+        pass
+    links = [Link(a.get_span_context()), Link(b.get_span_context(), {"servestack.batch_index": 1})]
+    with traced(tel.tracer, "batch", {"servestack.batch_size": 2}, links=links):
+        pass
+    batch = next(s for s in exporter.get_finished_spans() if s.name == "batch")
+    assert [ln.context.span_id for ln in batch.links] == [a.get_span_context().span_id, b.get_span_context().span_id]
+    assert dict(batch.links[1].attributes) == {"servestack.batch_index": 1}
+
+
+async def test_one_instance_entered_by_concurrent_tasks(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    """Regression: the open span lived on the instance, so interleaved tasks closed each other's spans."""
+    tel, exporter = captured
+    step = traced(tel.tracer, "queue wait")
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        with traced(tel.tracer, "request 1"), step:
+            entered.set()
+            await release.wait()
+
+    resumed: list[int] = []
+
+    async def second() -> None:
+        await entered.wait()
+        with traced(tel.tracer, "request 2"), step:
+            release.set()
+            await asyncio.sleep(0)  # task 1 leaves `step` now, while task 2 is still inside it
+            resumed.append(time.time_ns())
+
+    await asyncio.gather(first(), second())
+    spans = exporter.get_finished_spans()
+    parents = {s.context.span_id: s.name for s in spans}
+    waits = [s for s in spans if s.name == "queue wait"]
+    assert sorted(parents[w.parent.span_id] for w in waits) == ["request 1", "request 2"]
+    # Each wait ended inside its own request (the old code ended request 2's span from task 1).
+    by_name = {s.name: s for s in spans if s.name != "queue wait"}
+    for w in waits:
+        owner = by_name[parents[w.parent.span_id]]
+        assert owner.start_time <= w.start_time <= w.end_time <= owner.end_time
+    wait_2 = next(w for w in waits if parents[w.parent.span_id] == "request 2")
+    assert wait_2.end_time >= resumed[0], "task 1's exit ended task 2's span"
+
+
+def test_recursion_through_one_instance(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    tel, exporter = captured
+    step = traced(tel.tracer, "step")
+    with step as outer, step as inner:
+        assert inner.get_span_context().span_id != outer.get_span_context().span_id
+    first, second = exporter.get_finished_spans()  # inner ends first
+    assert first.parent.span_id == second.context.span_id and second.parent is None
