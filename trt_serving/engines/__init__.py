@@ -1,0 +1,1 @@
+"""Hasher engines, one module per backend behind :mod:`trt_serving.engines.factory`."""

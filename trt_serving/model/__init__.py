@@ -1,0 +1,1 @@
+"""The hasher network (ResNet trunk + hash head), default weights and generated images."""
