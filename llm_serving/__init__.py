@@ -1,0 +1,1 @@
+"""ServeStack llm_serving."""

@@ -1,0 +1,102 @@
+"""The deterministic side of an explanation: fact lines, the template text, the allowed numbers.
+
+Everything here is a pure function of the audit record. The template is both the fallback answer
+and the material the model rephrases, so the model never sees a fact the record does not hold.
+"""
+
+from __future__ import annotations
+
+import re
+
+from llm_serving.schemas import AuditFacts
+
+CODE_BITS = 128  # length of every hash code (DESIGN.md); texts may say "128-bit codes"
+# Tolerance when comparing numbers: the record's fused distance may be 16.25, a text "16.25".
+NUMBER_TOLERANCE = 0.006
+
+# A number standing alone: not part of a word such as "int8", "fp16", "v2" or "arm-3b".
+_STANDALONE = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:\.\d+)?(?![A-Za-z_]|\.\d)")
+_ANY = re.compile(r"\d+(?:\.\d+)?")
+
+
+def numbers_in(text: str, *, standalone: bool = True) -> list[float]:
+    """Numbers stated in ``text``; ``standalone=False`` also finds digits inside words."""
+    pattern = _STANDALONE if standalone else _ANY
+    return [float(match) for match in pattern.findall(text)]
+
+
+def fmt_number(value: float) -> str:
+    """30.0 -> "30", 16.5 -> "16.5", 16.25 -> "16.25": how numbers appear in every text."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _relation(facts: AuditFacts) -> str:
+    return "at or below" if facts.decision == "accept" else "above"
+
+
+def fact_lines(facts: AuditFacts) -> list[str]:
+    """The facts the model may state, one short line each (what the prompt carries)."""
+    lines = [f"Decision: {facts.decision}."]
+    for m in facts.modalities:
+        lines.append(f"The {m.modality} Hamming distance is {m.distance} (of {CODE_BITS} bits).")
+    lines.append(f"The threshold is {fmt_number(facts.threshold)}.")
+    if len(facts.modalities) > 1:
+        lines.append(f"The fused distance (mean of both) is {fmt_number(facts.fused_distance)}.")
+    lines.append(
+        f"The {'fused ' if len(facts.modalities) > 1 else ''}distance {fmt_number(facts.fused_distance)} is "
+        f"{_relation(facts)} the threshold {fmt_number(facts.threshold)}, so the result is {facts.decision}."
+    )
+    return lines
+
+
+def template_text(facts: AuditFacts) -> str:
+    """The fallback explanation: every fact of the record, worded without a model."""
+    verdict = "accepted" if facts.decision == "accept" else "rejected"
+    parts = [f"Verification {verdict}."]
+    for m in facts.modalities:
+        parts.append(
+            f"The {m.modality} probe differed from the enrolled template in {m.distance} of {CODE_BITS} bits "
+            f"(Hamming distance; {m.modality} model version {m.model_version}, {m.backend} {m.precision}, arm {m.arm})."
+        )
+    subject = "fused distance (mean of the modalities)" if len(facts.modalities) > 1 else "distance"
+    outcome = (
+        "so the probe matched the enrolled template"
+        if facts.decision == "accept"
+        else "so the probe did not match the enrolled template"
+    )
+    parts.append(
+        f"The {subject} {fmt_number(facts.fused_distance)} is {_relation(facts)} the threshold "
+        f"{fmt_number(facts.threshold)}, {outcome}."
+    )
+    return " ".join(parts)
+
+
+def allowed_numbers(facts: AuditFacts) -> set[float]:
+    """Every number a grounded text may state: the record's numbers and the code length."""
+    numbers: set[float] = {float(CODE_BITS), float(facts.threshold), float(facts.fused_distance)}
+    numbers.add(float(len(facts.modalities)))
+    for m in facts.modalities:
+        numbers.add(float(m.distance))
+        for token in (m.model_version, m.arm, m.precision, m.backend):
+            numbers.update(numbers_in(token, standalone=False))
+    return numbers
+
+
+
+def check_consistent(facts: AuditFacts) -> str | None:
+    """Why the record is impossible (decision against its own numbers), or None when it is not."""
+    distances = [m.distance for m in facts.modalities]
+    modalities = [m.modality for m in facts.modalities]
+    if len(set(modalities)) != len(modalities):
+        return f"modalities must be distinct, got {modalities}"
+    mean = sum(distances) / len(distances)
+    if abs(mean - facts.fused_distance) > 0.01:
+        return f"fused_distance {fmt_number(facts.fused_distance)} is not the mean of the distances {distances}"
+    expected = "accept" if facts.fused_distance <= facts.threshold else "reject"
+    if facts.decision != expected:
+        return (
+            f"decision {facts.decision!r} contradicts fused_distance {fmt_number(facts.fused_distance)} "
+            f"and threshold {fmt_number(facts.threshold)}"
+        )
+    return None

@@ -1,0 +1,242 @@
+"""The explainer app in-process with generators injected at the seam (no vLLM start).
+
+Covers what the real model cannot be made to do on demand: state a wrong number (grounding
+fallback), hang past the deadline, lose its client mid-generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llm_serving.app import create_app
+from llm_serving.config import ExplainerSettings
+from llm_serving.generator import GenerationChunk, GenerationRequest
+from tracing import setup_telemetry
+
+_spec = importlib.util.spec_from_file_location("llm_records", Path(__file__).with_name("records.py"))
+records = importlib.util.module_from_spec(_spec)
+sys.modules["llm_records"] = records
+_spec.loader.exec_module(records)
+
+
+class ScriptedGenerator:
+    """Streams a fixed output one character at a time; records requests and early closes."""
+
+    def __init__(self, outputs: list[str], delay_s: float = 0.0, ready: bool = True) -> None:
+        self.outputs = outputs
+        self.delay_s = delay_s
+        self.ready = ready
+        self.requests: list[GenerationRequest] = []
+        self.closed_early = 0
+        self.started = asyncio.Event()
+
+    model = "scripted"
+    backend = "test"
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.requests.append(request)
+        text = self.outputs[min(len(self.requests), len(self.outputs)) - 1]
+        done = False
+        self.started.set()
+        try:
+            for i, ch in enumerate(text):
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                yield GenerationChunk(text=ch, prompt_tokens=100, generated_tokens=i + 1,
+                                      finished=i == len(text) - 1)
+            done = True
+        finally:
+            if not done:
+                self.closed_early += 1
+
+
+def output(decision: str, text: str, cited: list[float]) -> str:
+    return json.dumps({"decision": decision, "explanation": text, "numbers_cited": cited})
+
+
+GOOD = output("accept", "The face was accepted: distance 12 is at or below the threshold of 30.", [12, 30])
+WRONG_NUMBER = output("accept", "The face was accepted: distance 13 is at or below the threshold of 30.", [13, 30])
+
+
+class Harness:
+    def __init__(self, generator: ScriptedGenerator, **overrides: object) -> None:
+        self.spans = InMemorySpanExporter()
+        telemetry = setup_telemetry("servestack-explainer", "test")
+        telemetry.add_span_processor(SimpleSpanProcessor(self.spans))
+        settings = ExplainerSettings(_env_file=None, **overrides)  # type: ignore[call-arg]
+        self.generator = generator
+        self.app = create_app(settings, generator=generator, telemetry=telemetry, include_global_metrics=False)
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        await self.app.state.engine_starter
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://explainer")
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self._lifespan.__aexit__(None, None, None)
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.app.state.metrics.registry.get_sample_value(name, labels or None)
+        return 0.0 if value is None else value
+
+
+async def test_model_explanation_is_returned_when_grounded() -> None:
+    harness = Harness(ScriptedGenerator([GOOD]))
+    async with harness as client:
+        resp = await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["source"] == "model" and body["reason"] is None
+    assert body["text"] == json.loads(GOOD)["explanation"]
+    assert (body["model"], body["backend"]) == ("scripted", "test")
+    assert body["generated_tokens"] == len(GOOD) and body["prompt_tokens"] == 100
+    assert len(harness.generator.requests) == 1
+    assert harness.generator.requests[0].json_schema is not None
+    assert harness.metric("servestack_explainer_requests_total", source="model", status="ok") == 1
+
+
+async def test_wrong_number_retries_once_then_falls_back_to_template() -> None:
+    harness = Harness(ScriptedGenerator([WRONG_NUMBER]))
+    async with harness as client:
+        resp = await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
+    body = resp.json()
+    assert resp.status_code == 200
+    assert body["source"] == "template"
+    assert "number 13" in body["reason"] and "attempt 2" in body["reason"]
+    assert "12 of 128 bits" in body["text"] and "13" not in body["text"]
+    requests = harness.generator.requests
+    assert len(requests) == 2
+    assert requests[0].temperature == 0.0 and requests[1].temperature == 0.7 and requests[1].seed is not None
+    assert harness.metric("servestack_explainer_grounding_failures_total") == 2
+    assert harness.metric("servestack_explainer_requests_total", source="template", status="grounding_failed") == 1
+    spans = {s.name: s for s in harness.spans.get_finished_spans()}
+    assert {"explain.prompt_build", "explain.generation", "explain.grounding_check", "POST /v1/explain"} <= set(spans)
+    generation = [s for s in harness.spans.get_finished_spans() if s.name == "explain.generation"]
+    assert [s.attributes["explain.attempt"] for s in generation] == [1, 2]
+    assert generation[0].attributes["llm.generated_tokens"] == len(WRONG_NUMBER)
+    assert generation[0].attributes["llm.time_to_first_token_s"] >= 0
+    assert generation[0].parent.span_id == spans["POST /v1/explain"].context.span_id
+    assert spans["explain.grounding_check"].attributes["explain.grounded"] is False
+
+
+async def test_sse_streams_prose_deltas_then_final() -> None:
+    harness = Harness(ScriptedGenerator([GOOD], delay_s=0.001))
+    async with harness as client:
+        async with client.stream("POST", "/v1/explain", json={"record": records.record_json(records.ACCEPTED),
+                                                              "stream": True}) as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            raw = (await resp.aread()).decode()
+    events = [block for block in raw.split("\n\n") if block]
+    kinds = [b.split("\n")[0].removeprefix("event: ") for b in events]
+    deltas = [json.loads(b.split("\n")[1].removeprefix("data: "))["text"]
+              for b in events if b.startswith("event: delta")]
+    assert kinds[-1] == "final" and kinds.count("final") == 1 and len(deltas) > 10
+    final = json.loads(events[-1].split("\n")[1].removeprefix("data: "))
+    assert "".join(deltas) == final["text"] == json.loads(GOOD)["explanation"]
+
+
+async def test_deadline_falls_back_and_aborts_the_generation() -> None:
+    harness = Harness(ScriptedGenerator([GOOD], delay_s=0.05), request_timeout_s=0.3)
+    async with harness as client:
+        resp = await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
+    body = resp.json()
+    assert body["source"] == "template" and body["reason"].startswith("deadline of 0.3 s exceeded")
+    assert harness.generator.closed_early == 1 and len(harness.generator.requests) == 1
+    assert harness.metric("servestack_explainer_requests_total", source="template", status="timeout") == 1
+
+
+async def test_client_disconnect_aborts_the_generation() -> None:
+    harness = Harness(ScriptedGenerator([GOOD], delay_s=0.05))
+    body = json.dumps({"record": records.record_json(records.ACCEPTED)}).encode()
+    gone = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if not sent:
+            sent.append({})
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/explain", "raw_path": b"/v1/explain", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    async with harness:
+        call = asyncio.create_task(harness.app(scope, receive, send))
+        await asyncio.wait_for(harness.generator.started.wait(), 5)
+        gone.set()
+        await asyncio.wait_for(call, 5)
+    assert harness.generator.closed_early == 1
+    assert len(harness.generator.requests) == 1  # no retry after the client left
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "code"),
+    [
+        (lambda r: r.pop("decision"), 422, "invalid_input"),
+        (lambda r: r["modalities"][0].update(distance=200), 422, "invalid_input"),
+        (lambda r: r.update(threshold=2), 422, "invalid_input"),
+        (lambda r: r.update(decision="reject"), 422, "invalid_input"),  # contradicts 12 <= 30
+        (lambda r: r.update(extra_field=1), 422, "invalid_input"),
+        (lambda r: r.update(audit_id="x" * 20_000), 413, "payload_too_large"),
+    ],
+)
+async def test_bad_input_is_a_4xx_with_an_error_body(mutate, status: int, code: str) -> None:
+    record = records.record_json(records.ACCEPTED)
+    mutate(record)
+    harness = Harness(ScriptedGenerator([GOOD]))
+    async with harness as client:
+        resp = await client.post("/v1/explain", json={"record": record})
+    assert resp.status_code == status
+    assert resp.json()["error"]["code"] == code and resp.json()["error"]["message"]
+    assert harness.generator.requests == []
+
+
+async def test_malformed_json_and_not_ready() -> None:
+    harness = Harness(ScriptedGenerator([GOOD], ready=False))
+    async with harness as client:
+        bad = await client.post("/v1/explain", content=b"{not json", headers={"content-type": "application/json"})
+        busy = await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
+        ready = await client.get("/readyz")
+        health = await client.get("/healthz")
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+    assert ready.status_code == 503 and health.status_code == 200
+
+
+async def test_metrics_expose_our_names() -> None:
+    harness = Harness(ScriptedGenerator([GOOD]))
+    async with harness as client:
+        await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
+        text = (await client.get("/metrics")).text
+    for name in ("servestack_explainer_requests_total", "servestack_explainer_request_duration_seconds",
+                 "servestack_explainer_time_to_first_token_seconds", "servestack_explainer_generated_tokens_total",
+                 "servestack_explainer_grounding_failures_total"):
+        assert name in text
+    assert 'servestack_explainer_engine_info{backend="test",model="scripted"} 1.0' in text
