@@ -1,0 +1,199 @@
+"""The router app: ``create_app(settings)`` builds every object and keeps it on ``app.state``.
+
+Lifespan: one shared ``httpx.AsyncClient`` (explicit timeouts and pool limits), the audit
+database (migrated, writer thread), policy subscribers (discovery, weight gauges), the policy
+file watcher and the active health checker; all stopped in reverse order.
+
+app.state: settings, telemetry, metrics, policy (``.current``), authenticator, balancer,
+and after start-up: http, db, audit_store, templates, flow, explanations, health, background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llm_serving.client import ExplainerClient
+from router.admin import admin
+from router.audit_store import AuditStore
+from router.auth import Authenticator, load_keys
+from router.background import BackgroundWork
+from router.balancer import Balancer, RetryBudget
+from router.bodylimit import BodyLimitMiddleware
+from router.config import RouterSettings
+from router.db import Database
+from router.discovery import Discovery
+from router.endpoints import api
+from router.errors import RouterError
+from router.experiments.endpoints import build_router as experiments_router
+from router.explain import ExplanationService
+from router.flow import VerificationService
+from router.health import HealthChecker
+from router.metrics import HttpMetricsMiddleware, RouterMetrics
+from router.ops import mount_docs, ops
+from router.policy import EXPLAINER
+from router.policy_store import PolicyHolder
+from router.ratelimit import RateLimiter
+from router.shadow import ShadowWork
+from router.templates import TemplateStore
+from router.upstream import HashGateway
+from tracing import Telemetry, TraceMiddleware, setup_telemetry
+from trt_serving.client import HasherClient
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Canary/A-B router of ServeStack: biometric deep-hash verification.
+
+* Verification: Hamming distance of 128-bit codes, fusion = mean over modalities, accept when the
+  fused distance <= threshold. **Default threshold: 24** (of 128 bits; setting
+  `SERVESTACK_ROUTER_DEFAULT_THRESHOLD`), per-request override within **5..50**.
+* Auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`; scopes `client` and `admin`;
+  per-key rate limits (429 + `Retry-After`).
+* Errors: `{"error": {"code": "...", "message": "..."}}`.
+* Every response carries the trace id in `x-trace-id`.
+"""
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RouterError)
+    async def router_error(_r: Request, exc: RouterError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        # loc + msg only: the offending input may be an image and must not be echoed or logged.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()[:10]
+        )
+        return _error(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                      dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_r: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "internal_error", "internal error; see the router log with this trace id")
+
+
+def create_app(
+    settings: RouterSettings,
+    *,
+    telemetry: Telemetry | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    slice_fns: Callable[..., Any] | None = None,
+) -> FastAPI:
+    """Build the router.
+
+    Args:
+        settings: validated settings.
+        telemetry: tracer provider (tests pass one with an in-memory exporter); built otherwise.
+        transport: transport of the shared HTTP client (tests: ``httpx.MockTransport`` fake pods).
+        slice_fns: EndpointSlice list/watch functions per spec (tests: fakes of the Kubernetes API).
+    """
+    telemetry = telemetry or setup_telemetry("servestack-router", settings.service_version)
+    metrics = RouterMetrics()
+    assert settings.policy_path is not None  # RouterSettings refuses None
+    holder = PolicyHolder(settings.policy_path, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
+    keys = load_keys(settings.keys_file) if settings.keys_file is not None and not settings.auth_disabled else None
+    balancer = Balancer(
+        consecutive_failures=settings.outlier_consecutive_failures,
+        base_ejection_s=settings.outlier_base_ejection_s,
+        max_ejection_s=settings.outlier_max_ejection_s,
+        budget_factory=lambda: RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_s,
+                                           settings.retry_budget_window_s),
+        on_eject=lambda backend: metrics.ejections.labels(backend).inc(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.upstream_try_timeout_s, connect=settings.connect_timeout_s)
+        limits = httpx.Limits(max_connections=settings.http_max_connections,
+                              max_keepalive_connections=settings.http_max_connections)
+        http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+        db = await asyncio.to_thread(Database, settings.audit_url, settings.audit_batch_max,
+                                     lambda s: metrics.audit_commit.observe(s))
+        hasher = HasherClient(http)
+        explainer = ExplainerClient(http)
+        gateway = HashGateway(hasher, balancer, metrics, telemetry.tracer,
+                              try_timeout_s=settings.upstream_try_timeout_s, max_retries=settings.max_retries,
+                              backoff_base_s=settings.retry_backoff_base_s)
+        background = BackgroundWork(settings.shadow_max_inflight)
+        templates = TemplateStore(db)
+        audit = AuditStore(db)
+        shadow = ShadowWork(settings, gateway, templates, metrics, telemetry.tracer, background)
+        discovery = Discovery(balancer, settings.dns_refresh_s, slice_fns)
+        holder.subscribe(discovery.apply)
+        holder.subscribe(metrics.set_weights)
+
+        async def probe_hasher(url: str) -> bool:
+            return await hasher.ready(url, timeout_s=settings.health_timeout_s)
+
+        async def probe_explainer(url: str) -> bool:
+            return await explainer.ready(url, timeout_s=settings.health_timeout_s)
+
+        health = HealthChecker(balancer, lambda b: probe_explainer if b == EXPLAINER else probe_hasher,
+                               settings.health_interval_s, settings.health_timeout_s,
+                               unhealthy_threshold=settings.health_unhealthy_threshold,
+                               healthy_threshold=settings.health_healthy_threshold)
+        st = app.state
+        st.http, st.db, st.audit_store, st.templates, st.background, st.health = (
+            http, db, audit, templates, background, health)
+        st.flow = VerificationService(settings, holder, gateway, templates, audit, metrics, telemetry.tracer, shadow)
+        st.explanations = ExplanationService(explainer, balancer, audit, telemetry.tracer,
+                                             settings.explainer_timeout_s)
+        tasks = [asyncio.create_task(holder.watch(settings.policy_poll_s), name="policy-watch"),
+                 asyncio.create_task(health.run(), name="health-checks")]
+        st.started = True
+        try:
+            yield
+        finally:
+            st.started = False
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await background.cancel_all()
+            discovery.close()
+            await http.aclose()
+            await asyncio.to_thread(db.close)
+            telemetry.shutdown()
+
+    app = FastAPI(title="ServeStack router", version=settings.service_version, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.telemetry = telemetry
+    app.state.metrics = metrics
+    app.state.policy = holder
+    app.state.balancer = balancer
+    app.state.authenticator = Authenticator(keys, RateLimiter(),
+                                            on_limited=lambda name: metrics.rate_limited.labels(name).inc())
+    app.state.started = False
+    _install_error_handlers(app)
+    app.include_router(api)
+    app.include_router(admin)
+    app.include_router(ops)
+    app.include_router(experiments_router())
+    mount_docs(app)
+    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> app.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)
+    return app

@@ -1,0 +1,86 @@
+"""Router settings: one typed class, read from ``SERVESTACK_ROUTER_*`` and validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The verification threshold bounds come from the biometric system (DESIGN.md): a Hamming distance
+# on 128-bit codes, accept when distance <= threshold, threshold configurable within 5..50.
+THRESHOLD_MIN = 5.0
+THRESHOLD_MAX = 50.0
+# Default: 24 of 128 bits (~19 %). Seeded (untrained) hashers put two captures of one subject a
+# few bits apart and unrelated subjects near 64 bits apart, so 24 sits well between the modes.
+DEFAULT_THRESHOLD = 24.0
+
+
+class RouterSettings(BaseSettings):
+    """Settings of the router process (env prefix ``SERVESTACK_ROUTER_``).
+
+    Verification threshold: ``default_threshold`` (default 24, in bits of Hamming distance on
+    128-bit codes; fused distance = mean over modalities; accept when fused distance <= threshold).
+    A request may override it within ``[5, 50]``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SERVESTACK_ROUTER_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    service_version: str = "0.1.0"
+
+    policy_path: Path | None = Field(None, description="traffic policy YAML (hot-reloaded)")
+    policy_poll_s: float = Field(1.0, gt=0, description="how often the policy file is checked for changes")
+    keys_file: Path | None = Field(None, description="API keys YAML (hashed keys, scopes, rate limits)")
+    auth_disabled: bool = Field(False, description="development only: every caller gets client+admin scopes")
+    audit_url: str = Field("sqlite:///.servestack/audit.db", description="sqlite:///path or postgresql+psycopg://...")
+    audit_batch_max: int = Field(256, ge=1, description="most records committed in one group commit")
+
+    default_threshold: float = Field(
+        DEFAULT_THRESHOLD, ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
+        description="accept when fused Hamming distance (bits of 128) <= threshold",
+    )
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted (413 above)")
+    max_image_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest decoded image")
+    max_images_per_hash: int = Field(16, ge=1, le=64)
+
+    connect_timeout_s: float = Field(1.0, gt=0)
+    upstream_try_timeout_s: float = Field(5.0, gt=0, description="per-try timeout of one hasher call")
+    explainer_timeout_s: float = Field(60.0, gt=0, description="one explanation, streamed or not")
+    max_retries: int = Field(2, ge=0, le=5, description="retries after the first try, each on another replica")
+    retry_backoff_base_s: float = Field(0.01, ge=0, description="first retry waits ~this (jittered, doubling)")
+    retry_budget_ratio: float = Field(0.2, ge=0, le=1, description="retries allowed per request, over the window")
+    retry_budget_min_per_s: float = Field(5.0, ge=0, description="retries always allowed per second per backend")
+    retry_budget_window_s: float = Field(10.0, gt=0)
+    http_max_connections: int = Field(512, ge=1)
+
+    outlier_consecutive_failures: int = Field(3, ge=1, description="eject a replica after this many failures in a row")
+    outlier_base_ejection_s: float = Field(5.0, gt=0, description="first ejection; doubles per repeat, capped")
+    outlier_max_ejection_s: float = Field(60.0, gt=0)
+    health_interval_s: float = Field(2.0, gt=0, description="active readiness probe period per replica")
+    health_timeout_s: float = Field(2.0, gt=0)
+    health_unhealthy_threshold: int = Field(3, ge=1, description="consecutive failed probes before a replica is out")
+    health_healthy_threshold: int = Field(1, ge=1, description="consecutive passed probes before it is back")
+    dns_refresh_s: float = Field(5.0, gt=0, description="how often DNS backends are re-resolved")
+
+    shadow_timeout_s: float = Field(2.0, gt=0, description="a shadow call is abandoned after this")
+    shadow_max_inflight: int = Field(16, ge=1, description="shadow calls beyond this are skipped, not queued")
+    template_migration: bool = Field(True, description="enrol other arms' codes after an accepted verification")
+    enroll_all_arms: bool = Field(True, description="enrol on every weighted arm of a route, not only the chosen one")
+    ready_requires_backends: bool = Field(True, description="/readyz needs a healthy replica per route")
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterSettings:
+        if self.keys_file is None and not self.auth_disabled:
+            raise ValueError(
+                "keys_file is required (SERVESTACK_ROUTER_KEYS_FILE); set SERVESTACK_ROUTER_AUTH_DISABLED=true "
+                "to run without authentication (development only)"
+            )
+        if self.policy_path is None:
+            raise ValueError("policy_path is required (SERVESTACK_ROUTER_POLICY_PATH)")
+        if self.outlier_max_ejection_s < self.outlier_base_ejection_s:
+            raise ValueError("outlier_max_ejection_s must be >= outlier_base_ejection_s")
+        return self

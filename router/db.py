@@ -1,0 +1,257 @@
+"""Database plumbing of the audit store: engine, schema migrations, and a group-commit writer thread.
+
+Durability: SQLite runs in WAL mode with ``synchronous=FULL``, so a commit returns only after the
+WAL is fsynced; PostgreSQL commits are durable by default. Every write goes through one writer
+thread that commits whatever is queued in one transaction (group commit): one fsync serves many
+concurrent requests, and no blocking DB call ever runs on the event loop. Reads use a small
+thread pool of their own (WAL readers do not block the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+audit_records = Table(
+    "audit_records", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("decision", String(8), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("fused_distance", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("record", Text, nullable=False),  # the full AuditRecord JSON (no images, no codes)
+    Column("explanation", Text, nullable=True),  # cached Explanation JSON
+    Column("explained_at", Float, nullable=True),
+)
+audit_modalities = Table(
+    "audit_modalities", metadata,
+    Column("audit_id", String(32), primary_key=True),
+    Column("modality", String(16), primary_key=True),
+    Column("route", String(64), nullable=False),
+    Column("arm", String(64), nullable=False),
+    Column("backend", String(64), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("precision", String(16), nullable=False),
+    Column("distance", Integer, nullable=False),
+    Column("decision", String(8), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_audit_modalities_route_created", "route", "created_at"),
+)
+templates = Table(
+    "templates", metadata,
+    Column("subject_id", String(128), primary_key=True),
+    Column("modality", String(16), primary_key=True),
+    Column("model_version", String(32), primary_key=True),
+    Column("code", String(32), nullable=False),  # 128-bit code as hex; never logged
+    Column("source", String(16), nullable=False),  # enroll | migration
+    Column("created_at", Float, nullable=False),
+)
+
+
+def _v1_initial(conn: Connection) -> None:
+    for table in (audit_records, audit_modalities, templates):
+        table.create(conn, checkfirst=True)
+
+
+# Append-only: (version, name, step). A step receives a connection inside the migration transaction.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial: audit_records, audit_modalities, templates", _v1_initial),
+]
+
+
+def _enable_wal(cur: Any, timeout_s: float = 30.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock it needs.
+
+    Switching a new file to WAL takes an exclusive lock without calling the busy handler, so two
+    routers opening one new database at once failed now and then with "database is locked".
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``sqlite:///path`` (WAL, synchronous=FULL) or ``postgresql+psycopg://...``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            _enable_wal(cur)
+            cur.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acked = durable
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+# Key of the PostgreSQL advisory lock that serialises migrations (any fixed bigint; ours spells "svstkmig").
+MIGRATION_LOCK_KEY = 0x737673746B6D6967
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """Serialise migrations across processes: several routers may start at once on one database.
+
+    Without this, two of them both find a version unapplied and both run it: the loser fails with
+    a duplicate table or key. PostgreSQL: a transaction-scoped advisory lock (released at commit;
+    DDL is transactional, so the waiter then sees the winner's tables and versions). SQLite:
+    ``BEGIN IMMEDIATE`` takes the database write lock up front (the driver would otherwise run
+    DDL outside any transaction and begin only at the first INSERT).
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+    elif dialect == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(engine: Engine) -> int:
+    """Apply pending migrations in order, under a cross-process lock; return the schema version now in force."""
+    with engine.begin() as conn:
+        _lock_for_migration(conn)
+        schema_migrations.create(conn, checkfirst=True)
+        applied = set(conn.execute(select(schema_migrations.c.version)).scalars())
+        for version, name, step in MIGRATIONS:
+            if version in applied:
+                continue
+            log.info("applying audit schema migration %d: %s", version, name)
+            step(conn)
+            conn.execute(schema_migrations.insert().values(version=version, name=name, applied_at=time.time()))
+    return MIGRATIONS[-1][0]
+
+
+_STOP = object()
+
+
+class Database:
+    """Engine + one group-commit writer thread + a reader pool. ``close()`` drains and stops them."""
+
+    def __init__(self, url: str, batch_max: int = 256, on_commit: Callable[[float], None] | None = None) -> None:
+        self.engine = make_engine(url)
+        self.schema_version = migrate(self.engine)
+        self._batch_max = batch_max
+        self._on_commit = on_commit or (lambda _s: None)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self._writer.start()
+        self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit-read")
+        self._closed = False
+
+    async def write(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op(conn)`` in the next group commit; return once that commit is durable."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((op, fut))
+        return await asyncio.wrap_future(fut)
+
+    async def read(self, op: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, op)
+
+    def _run_read(self, op: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            return op(conn)
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(1)).scalar() == 1
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self._batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[Callable[[Connection], Any], concurrent.futures.Future]]) -> None:
+        start = time.perf_counter()
+        try:
+            with self.engine.begin() as conn:
+                results = [op(conn) for op, _ in batch]
+        except Exception as exc:
+            # One bad op must not fail its neighbours: redo each alone so only the culprit fails.
+            if len(batch) > 1:
+                for one in batch:
+                    self._commit([one])
+                return
+            log.error("audit write failed: %s", exc)
+            batch[0][1].set_exception(exc)
+            return
+        self._on_commit(time.perf_counter() - start)
+        for (_, fut), result in zip(batch, results, strict=True):
+            fut.set_result(result)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join(timeout=30)
+        self._readers.shutdown(wait=True)
+        self.engine.dispose()

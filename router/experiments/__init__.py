@@ -1,0 +1,1 @@
+"""A/B experiment reports: pure statistics, an HTML page with inline SVG charts, and endpoints."""

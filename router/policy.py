@@ -1,0 +1,293 @@
+"""Traffic policy: the YAML model (validated at load) and the pure arm choice.
+
+``TrafficPolicy.choose(ctx) -> Arm`` decides which arm of a route serves a request:
+
+1. a pin header ``X-ServeStack-Arm: face=v2`` forces an arm;
+2. otherwise the sticky bucket ``hash(experiment, key) mod 10000`` is compared against the arms'
+   cumulative weights (scaled to 10000). Arms keep their order, so when weight moves from one
+   arm to the next monotonically, a bucket's arm only ever moves forward: a subject never
+   flips back and forth;
+3. without a key (``/v1/hash`` with no subject) the bucket is random.
+
+No I/O here: loading, watching and swapping live in :mod:`router.policy_store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.errors import InvalidInput, UnknownArm
+
+BUCKETS = 10_000
+EXPLAINER = "explainer"  # the balancer pool name of the top-level explainer entry
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DnsSpec(_Strict):
+    """A headless Service: every A record of ``name`` is a replica on ``port``."""
+
+    name: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+
+
+class EndpointSliceSpec(_Strict):
+    """Replicas from the EndpointSlices of a Kubernetes Service (watched)."""
+
+    service: str = Field(min_length=1, max_length=63)
+    namespace: str = Field("default", min_length=1, max_length=63)
+    port: int | None = Field(None, ge=1, le=65535, description="default: the slice's first port")
+    scheme: Literal["http", "https"] = "http"
+
+
+class BackendSpec(_Strict):
+    """One backend (a model version's pods) and where to go when none of its replicas can serve."""
+
+    endpoints: list[str] | None = None
+    dns: DnsSpec | None = None
+    endpointslices: EndpointSliceSpec | None = None
+    fallback: list[str] = Field(default_factory=list)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("endpoints must not be empty")
+        for url in v:
+            if not url.startswith(("http://", "https://")) or len(url) > 2048:
+                raise ValueError(f"endpoint {url!r} is not an http(s) URL")
+        return [u.rstrip("/") for u in v]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BackendSpec:
+        sources = [s for s in (self.endpoints, self.dns, self.endpointslices) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("a backend needs exactly one of endpoints, dns, endpointslices")
+        return self
+
+
+class StickyHeader(_Strict):
+    header: str = Field(min_length=1, max_length=128)
+
+
+class ArmSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    backend: str
+    weight: float = Field(ge=0, le=1_000_000)
+
+
+class ShadowSpec(_Strict):
+    arm: str
+    percent: float = Field(0, ge=0, le=100)
+
+
+class RouteSpec(_Strict):
+    experiment: str | None = Field(None, pattern=NAME_PATTERN)
+    sticky_key: Literal["subject_id"] | StickyHeader = "subject_id"
+    arms: list[ArmSpec] = Field(min_length=1, max_length=16)
+    shadow: ShadowSpec | None = None
+
+    @model_validator(mode="after")
+    def _arms(self) -> RouteSpec:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if sum(a.weight for a in self.arms) <= 0:
+            raise ValueError("at least one arm needs a positive weight")
+        if self.shadow is not None and self.shadow.arm not in names:
+            raise ValueError(f"shadow arm {self.shadow.arm!r} is not one of the arms {names}")
+        return self
+
+
+class PolicySpec(_Strict):
+    """The whole policy file (docs/INTERFACES.md)."""
+
+    backends: dict[str, BackendSpec] = Field(min_length=1)
+    explainer: BackendSpec | None = None
+    routes: dict[str, RouteSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> PolicySpec:
+        for name in [*self.backends, *self.routes]:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"name {name!r} must match {NAME_PATTERN}")
+        if EXPLAINER in self.backends:
+            raise ValueError(f"{EXPLAINER!r} is reserved for the top-level explainer entry")
+        for bname, backend in self.backends.items():
+            for fb in backend.fallback:
+                if fb not in self.backends:
+                    raise ValueError(f"backend {bname!r} falls back to unknown backend {fb!r}")
+                if fb == bname:
+                    raise ValueError(f"backend {bname!r} falls back to itself")
+        for rname, route in self.routes.items():
+            for arm in route.arms:
+                if arm.backend not in self.backends:
+                    raise ValueError(f"route {rname!r} arm {arm.name!r}: unknown backend {arm.backend!r}")
+        return self
+
+    def with_weights(self, route: str, weights: Mapping[str, float]) -> PolicySpec:
+        """A copy with new weights for the named arms of ``route`` (validated again)."""
+        if route not in self.routes:
+            raise KeyError(route)
+        spec = self.routes[route]
+        unknown = set(weights) - {a.name for a in spec.arms}
+        if unknown:
+            raise ValueError(f"route {route!r} has no arm(s) {sorted(unknown)}")
+        data = self.model_dump(mode="json", exclude_none=True)
+        for arm in data["routes"][route]["arms"]:
+            if arm["name"] in weights:
+                arm["weight"] = weights[arm["name"]]
+        return PolicySpec.model_validate(data)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """The outcome of a choice: which arm and backend serve, and why."""
+
+    route: str
+    name: str
+    backend: str
+    reason: Literal["pinned", "sticky", "random"]
+    bucket: int = -1
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the choice may look at: the route, the sticky key's value and the pins."""
+
+    route: str
+    sticky_value: str | None = None
+    pins: Mapping[str, str] = field(default_factory=dict)
+
+
+def sticky_bucket(experiment: str, key: str) -> int:
+    """``hash(experiment, key) mod 10000``: stable across processes and restarts (not Python's hash)."""
+    digest = hashlib.blake2b(f"{experiment}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def parse_pins(header: str | None) -> dict[str, str]:
+    """``"face=v2, fingerprint=v1"`` -> ``{"face": "v2", "fingerprint": "v1"}``."""
+    if not header:
+        return {}
+    pins: dict[str, str] = {}
+    for item in header.split(","):
+        route, sep, arm = item.strip().partition("=")
+        if not sep or not route.strip() or not arm.strip():
+            raise InvalidInput(f"X-ServeStack-Arm must read route=arm[,route=arm], got {header[:100]!r}")
+        pins[route.strip()] = arm.strip()
+    return pins
+
+
+class TrafficPolicy:
+    """A validated policy, compiled for choosing: immutable, swapped whole on reload."""
+
+    def __init__(self, spec: PolicySpec, version: int = 1) -> None:
+        self.spec = spec
+        self.version = version
+        self._bounds: dict[str, list[int]] = {}
+        for rname, route in spec.routes.items():
+            total = sum(a.weight for a in route.arms)
+            cum, bounds = 0.0, []
+            for arm in route.arms:
+                cum += arm.weight
+                bounds.append(round(cum / total * BUCKETS))
+            bounds[-1] = BUCKETS
+            self._bounds[rname] = bounds
+
+    def experiment(self, route: str) -> str:
+        return self.spec.routes[route].experiment or route
+
+    def sticky_header(self, route: str) -> str | None:
+        key = self.spec.routes[route].sticky_key
+        return key.header if isinstance(key, StickyHeader) else None
+
+    def weights(self, route: str) -> dict[str, float]:
+        return {a.name: a.weight for a in self.spec.routes[route].arms}
+
+    def arm(self, route: str, name: str, reason: Literal["pinned", "sticky", "random"] = "pinned") -> Arm:
+        spec = self._route(route)
+        for a in spec.arms:
+            if a.name == name:
+                return Arm(route=route, name=a.name, backend=a.backend, reason=reason)
+        raise UnknownArm(f"route {route!r} has no arm {name!r} (arms: {[a.name for a in spec.arms]})")
+
+    def choose(self, ctx: RequestContext, rng: random.Random | None = None) -> Arm:
+        """Pick the arm serving ``ctx`` (pin, else sticky bucket, else random bucket)."""
+        spec = self._route(ctx.route)
+        pinned = ctx.pins.get(ctx.route)
+        if pinned is not None:
+            return self.arm(ctx.route, pinned, "pinned")
+        if ctx.sticky_value:
+            bucket, reason = sticky_bucket(self.experiment(ctx.route), ctx.sticky_value), "sticky"
+        else:
+            bucket, reason = (rng or random).randrange(BUCKETS), "random"
+        for arm, bound in zip(spec.arms, self._bounds[ctx.route], strict=True):
+            if bucket < bound:
+                return Arm(route=ctx.route, name=arm.name, backend=arm.backend, reason=reason, bucket=bucket)
+        raise AssertionError("the last bound is BUCKETS, so some arm always matches")
+
+    def shadow_for(self, route: str, primary: Arm, rng: random.Random | None = None) -> Arm | None:
+        """The arm to mirror this request to, or None (no shadow, not sampled, or same arm)."""
+        shadow = self._route(route).shadow
+        if shadow is None or shadow.percent <= 0 or shadow.arm == primary.name:
+            return None
+        if (rng or random).random() * 100 >= shadow.percent:
+            return None
+        return self.arm(route, shadow.arm, "pinned")
+
+    def _route(self, route: str) -> RouteSpec:
+        try:
+            return self.spec.routes[route]
+        except KeyError:
+            routes = sorted(self.spec.routes)
+            raise InvalidInput(f"no route {route!r} in the traffic policy (routes: {routes})") from None
+
+
+def local_stack_policy(services: Mapping[str, str]) -> dict:
+    """The policy of ``servestack up``: face v1/v2 at 90/10 sticky by subject, fingerprint v1, explainer.
+
+    Args:
+        services: stack.json service names -> base URLs (``hasher-face-v1`` etc.).
+
+    Returns:
+        A policy dict (validated here) ready to be written as YAML.
+    """
+    face_v1, face_v2 = services.get("hasher-face-v1"), services.get("hasher-face-v2")
+    finger = services.get("hasher-fingerprint-v1")
+    backends: dict[str, dict] = {}
+    routes: dict[str, dict] = {}
+    if face_v1:
+        # Each face version falls back to the other: templates exist for both (enrolment writes
+        # every weighted arm), so a version's outage degrades to the other instead of a 503.
+        backends["hasher-face-v1"] = {"endpoints": [face_v1], "fallback": ["hasher-face-v2"] if face_v2 else []}
+        arms = [{"name": "v1", "backend": "hasher-face-v1", "weight": 90 if face_v2 else 100}]
+        route: dict = {"experiment": "face-v2", "sticky_key": "subject_id", "arms": arms}
+        if face_v2:
+            backends["hasher-face-v2"] = {"endpoints": [face_v2], "fallback": ["hasher-face-v1"]}
+            arms.append({"name": "v2", "backend": "hasher-face-v2", "weight": 10})
+            # A tenth of v1's traffic is mirrored to v2 so that the canary analysis sees decision
+            # agreement; the mirror never delays or fails the primary.
+            route["shadow"] = {"arm": "v2", "percent": 10}
+        routes["face"] = route
+    if finger:
+        backends["hasher-fingerprint-v1"] = {"endpoints": [finger], "fallback": []}
+        routes["fingerprint"] = {"arms": [{"name": "v1", "backend": "hasher-fingerprint-v1", "weight": 100}]}
+    policy: dict = {"backends": backends, "routes": routes}
+    if services.get("explainer"):
+        policy["explainer"] = {"endpoints": [services["explainer"]]}
+    PolicySpec.model_validate(policy)
+    return policy

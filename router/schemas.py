@@ -1,0 +1,146 @@
+"""Public wire schemas of the router's API v1 (strict: unknown fields are refused)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from router.config import THRESHOLD_MAX, THRESHOLD_MIN
+from router.errors import InvalidInput, PayloadTooLarge
+
+Modality = Literal["face", "fingerprint"]
+Decision = Literal["accept", "reject"]
+SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrollRequest(_Strict):
+    """Enrol a subject: one image per modality (base64-encoded JPEG/PNG)."""
+
+    subject_id: str = Field(pattern=SUBJECT_PATTERN, examples=["alice"])
+    face: str | None = Field(None, description="base64 image of the face")
+    fingerprint: str | None = Field(None, description="base64 image of the fingerprint")
+
+    @model_validator(mode="after")
+    def _some_modality(self) -> EnrollRequest:
+        if self.face is None and self.fingerprint is None:
+            raise ValueError("send at least one of face, fingerprint")
+        return self
+
+    def images(self) -> dict[str, str]:
+        return {m: v for m, v in (("face", self.face), ("fingerprint", self.fingerprint)) if v is not None}
+
+
+class VerifyRequest(EnrollRequest):
+    """Verify a subject against its templates; ``threshold`` overrides the default within 5..50."""
+
+    threshold: float | None = Field(
+        None, ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
+        description="accept when the fused Hamming distance <= threshold (default: the router's default_threshold)",
+    )
+
+
+class HashApiRequest(_Strict):
+    modality: Modality
+    images: list[str] = Field(min_length=1, max_length=64, description="base64 images")
+    subject_id: str | None = Field(None, pattern=SUBJECT_PATTERN, description="sticky key (optional)")
+
+
+class TemplateStored(_Strict):
+    modality: Modality
+    arm: str
+    backend: str
+    model_version: str
+    precision: str
+
+
+class TemplateFailed(_Strict):
+    modality: Modality
+    arm: str
+    message: str
+
+
+class EnrollResponse(_Strict):
+    subject_id: str
+    templates: list[TemplateStored]
+    failed: list[TemplateFailed] = Field(default_factory=list, description="secondary arms that could not enrol")
+    trace_id: str
+
+
+class ModalityResult(_Strict):
+    modality: Modality
+    route: str
+    arm: str
+    arm_reason: str = Field(description="pinned | sticky | random | coverage (no template on the chosen arm)")
+    backend: str = Field(description="the backend that served (after any fallback)")
+    model_version: str
+    precision: str
+    engine_backend: str
+    distance: int = Field(ge=0, le=128)
+    decision: Decision = Field(description="this modality alone: distance <= threshold")
+    latency_ms: float
+    attempts: int
+    fallbacks: list[str] = Field(default_factory=list, description="backends tried before the serving one")
+
+
+class AuditRecord(_Strict):
+    """One verification decision as stored in the audit log (no images, no codes)."""
+
+    audit_id: str
+    created_at: float
+    trace_id: str
+    subject_id: str
+    decision: Decision
+    threshold: float
+    fused_distance: float = Field(description="mean of the modality distances")
+    latency_ms: float
+    modalities: list[ModalityResult]
+
+
+VerifyResponse = AuditRecord
+
+
+class HashApiResponse(_Strict):
+    modality: Modality
+    arm: str
+    backend: str
+    model_version: str
+    precision: str
+    engine_backend: str
+    codes: list[str]
+    fallbacks: list[str] = Field(default_factory=list)
+    trace_id: str
+
+
+class ErrorBody(_Strict):
+    code: str
+    message: str
+
+
+class ErrorResponse(_Strict):
+    error: ErrorBody
+
+
+class WeightsPatch(_Strict):
+    weights: dict[str, float] = Field(min_length=1)
+
+
+def decode_image(value: str, field: str, max_bytes: int) -> bytes:
+    """Strict base64 -> bytes with a size limit, checked before decoding."""
+    if len(value) > (max_bytes * 4) // 3 + 4:
+        raise PayloadTooLarge(f"{field}: image larger than {max_bytes} bytes")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{field}: not valid base64") from None
+    if not raw:
+        raise InvalidInput(f"{field}: empty image")
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"{field}: image larger than {max_bytes} bytes")
+    return raw

@@ -1,0 +1,42 @@
+"""A tiny stand-in hasher pod for tests that run a real router process (``python fake_hasher.py PORT``).
+
+Speaks the two routes the router uses: ``POST /v1/hash`` (deterministic code per image) and
+``GET /v2/health/ready``. Raw ASGI: no framework between the socket and the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+
+import uvicorn
+
+ENGINE = {"model": "face", "version": "1", "backend": "fake", "precision": "fp32"}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/v1/hash":
+        images = [base64.b64decode(i) for i in json.loads(body)["images"]]
+        codes = [hashlib.blake2b(i, digest_size=16).hexdigest() for i in images]
+        payload, status = json.dumps({"engine": ENGINE, "codes": codes}).encode(), 200
+    elif scope["path"] in ("/v2/health/ready", "/v2/health/live"):
+        payload, status = b"{}", 200
+    else:
+        payload, status = b'{"error": {"code": "not_found", "message": "no route"}}', 404
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

@@ -1,0 +1,161 @@
+"""Policy validation, split shares, stickiness under monotone weight moves, pinning, local policy."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router.errors import InvalidInput, PolicyInvalid, UnknownArm
+from router.policy import PolicySpec, RequestContext, TrafficPolicy, local_stack_policy, parse_pins, sticky_bucket
+from router.policy_store import parse_policy
+from tests.router.fakes import standard_policy
+
+INTERFACES_EXAMPLE = """
+backends:
+  hasher-face-v1: {endpoints: ["http://127.0.0.1:8101"], fallback: []}
+  hasher-face-v2: {endpoints: ["http://127.0.0.1:8102"], fallback: [hasher-face-v1]}
+  hasher-fingerprint-v1: {endpoints: ["http://127.0.0.1:8111"]}
+explainer: {endpoints: ["http://127.0.0.1:8200"]}
+routes:
+  face:
+    experiment: face-v2
+    sticky_key: subject_id
+    arms:
+      - {name: v1, backend: hasher-face-v1, weight: 90}
+      - {name: v2, backend: hasher-face-v2, weight: 10}
+    shadow: {arm: v2, percent: 0}
+  fingerprint:
+    arms: [{name: v1, backend: hasher-fingerprint-v1, weight: 100}]
+"""
+
+
+def policy(v1: float, v2: float) -> TrafficPolicy:
+    return TrafficPolicy(PolicySpec.model_validate(standard_policy(v1, v2)))
+
+
+def test_the_interfaces_example_parses():
+    spec = parse_policy(INTERFACES_EXAMPLE)
+    assert [a.weight for a in spec.routes["face"].arms] == [90, 10]
+    assert spec.backends["hasher-face-v2"].fallback == ["hasher-face-v1"]
+    alt = yaml.safe_load(INTERFACES_EXAMPLE)
+    alt["backends"]["hasher-face-v1"] = {"dns": {"name": "hasher-face-v1.ns.svc", "port": 8080}}
+    alt["backends"]["hasher-face-v2"] = {"endpointslices": {"service": "hasher-face-v2", "namespace": "ns",
+                                                             "port": 8080}}
+    assert PolicySpec.model_validate(alt).backends["hasher-face-v1"].dns.port == 8080
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda p: p["routes"]["face"]["arms"][0].update(backend="nope"), "unknown backend"),
+        (lambda p: p["backends"]["hasher-face-v2"].update(fallback=["ghost"]), "unknown backend"),
+        (lambda p: p["routes"]["face"].update(shadow={"arm": "v3", "percent": 5}), "shadow arm"),
+        (lambda p: [a.update(weight=0) for a in p["routes"]["face"]["arms"]], "positive weight"),
+        (lambda p: p["routes"]["face"]["arms"][1].update(name="v1"), "unique"),
+        (lambda p: p["backends"]["hasher-face-v1"].update(dns={"name": "x", "port": 1}), "exactly one"),
+        (lambda p: p["backends"]["hasher-face-v1"].update(endpoints=["ftp://x"]), "is not an http"),
+        (lambda p: p["routes"]["face"]["arms"][0].update(weight=-1), "greater than or equal"),
+        (lambda p: p.update(extra=1), "Extra inputs"),
+    ],
+)
+def test_invalid_policies_are_refused_with_the_reason(mutate, needle):
+    data = standard_policy()
+    mutate(data)
+    with pytest.raises(PolicyInvalid, match=needle):
+        parse_policy(yaml.safe_dump(data))
+
+
+def test_split_share_is_within_binomial_bounds():
+    p, n = policy(90, 10), 20_000
+    hits = sum(p.choose(RequestContext("face", f"subject-{i}")).name == "v2" for i in range(n))
+    sigma = math.sqrt(n * 0.1 * 0.9)
+    assert abs(hits - n * 0.1) < 4.5 * sigma, hits
+    rng = random.Random(7)
+    hits = sum(p.choose(RequestContext("face"), rng).name == "v2" for _ in range(n))  # no key: random
+    assert abs(hits - n * 0.1) < 4.5 * sigma, hits
+
+
+def test_same_subject_same_arm_and_bucket_is_stable():
+    p = policy(50, 50)
+    arms = {p.choose(RequestContext("face", "alice")).name for _ in range(20)}
+    assert len(arms) == 1
+    assert sticky_bucket("face-v2", "alice") == sticky_bucket("face-v2", "alice") < 10_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    weights=st.lists(st.integers(min_value=0, max_value=100), min_size=2, max_size=8).map(sorted),
+    subjects=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=40, unique=True),
+)
+def test_monotone_weight_moves_never_flip_a_subject_back(weights, subjects):
+    """Canary weight rising step by step: once on v2 a subject stays on v2."""
+    for subject in subjects:
+        seen_v2 = False
+        for w in weights:
+            if w == 0:
+                continue  # v1 100 / v2 0 keeps every subject on v1
+            arm = policy(100 - w if w < 100 else 0, w).choose(RequestContext("face", subject)).name
+            if seen_v2:
+                assert arm == "v2", (subject, weights)
+            seen_v2 = seen_v2 or arm == "v2"
+        # and rolling back (weights descending) moves subjects only from v2 to v1
+        seen_v1 = False
+        for w in reversed([w for w in weights if 0 < w < 100]):
+            arm = policy(100 - w, w).choose(RequestContext("face", subject)).name
+            if seen_v1:
+                assert arm == "v1"
+            seen_v1 = seen_v1 or arm == "v1"
+
+
+def test_pins():
+    assert parse_pins("face=v2, fingerprint = v1") == {"face": "v2", "fingerprint": "v1"}
+    assert parse_pins(None) == {}
+    with pytest.raises(InvalidInput):
+        parse_pins("face")
+    p = policy(100, 0)
+    arm = p.choose(RequestContext("face", "alice", {"face": "v2"}))
+    assert (arm.name, arm.backend, arm.reason) == ("v2", "hasher-face-v2", "pinned")
+    with pytest.raises(UnknownArm):
+        p.choose(RequestContext("face", "alice", {"face": "v7"}))
+    with pytest.raises(InvalidInput):
+        p.choose(RequestContext("iris", "alice"))
+
+
+def test_shadow_sampling_share():
+    data = standard_policy(100, 0, shadow_percent=25)
+    p = TrafficPolicy(PolicySpec.model_validate(data))
+    rng = random.Random(3)
+    primary = p.choose(RequestContext("face", "x"))
+    n = 4000
+    hits = sum(p.shadow_for("face", primary, rng) is not None for _ in range(n))
+    assert abs(hits - n / 4) < 4.5 * math.sqrt(n * 0.25 * 0.75)
+    assert p.shadow_for("face", p.arm("face", "v2")) is None  # never shadow onto the serving arm
+
+
+def test_with_weights_validates():
+    spec = PolicySpec.model_validate(standard_policy())
+    assert TrafficPolicy(spec.with_weights("face", {"v2": 50})).weights("face") == {"v1": 90, "v2": 50}
+    with pytest.raises(ValueError, match="no arm"):
+        spec.with_weights("face", {"v3": 1})
+
+
+def test_local_stack_policy():
+    services = {"router": "http://127.0.0.1:8000", "hasher-face-v1": "http://127.0.0.1:8101",
+                "hasher-face-v2": "http://127.0.0.1:8102", "hasher-fingerprint-v1": "http://127.0.0.1:8111",
+                "explainer": "http://127.0.0.1:8200"}
+    data = local_stack_policy(services)
+    spec = PolicySpec.model_validate(data)
+    face = spec.routes["face"]
+    assert [(a.name, a.backend, a.weight) for a in face.arms] == [("v1", "hasher-face-v1", 90),
+                                                                 ("v2", "hasher-face-v2", 10)]
+    assert face.sticky_key == "subject_id"
+    assert [(a.name, a.weight) for a in spec.routes["fingerprint"].arms] == [("v1", 100)]
+    assert spec.explainer.endpoints == ["http://127.0.0.1:8200"]
+    assert spec.backends["hasher-face-v1"].endpoints == ["http://127.0.0.1:8101"]
+    no_extras = local_stack_policy({k: v for k, v in services.items() if k not in ("explainer", "hasher-face-v2")})
+    assert "explainer" not in no_extras and no_extras["routes"]["face"]["arms"][0]["weight"] == 100
