@@ -1,0 +1,1 @@
+"""ServeStack servestack."""

@@ -1,0 +1,54 @@
+"""Files the local stack's router reads: the traffic policy and the (hashed) API keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import yaml
+
+from router.auth import hash_key
+from router.policy import local_stack_policy
+
+LOCAL_KEYS = "local-keys.json"
+
+
+def write_policy(state_dir: Path, services: dict[str, str]) -> Path:
+    """Write policy.yaml for the local services (face v1/v2 at 90/10, fingerprint v1)."""
+    path = state_dir / "policy.yaml"
+    path.write_text(yaml.safe_dump(local_stack_policy(services), sort_keys=False))
+    return path
+
+
+def write_keys(state_dir: Path) -> tuple[Path, str, str]:
+    """Create (once) a client and an admin key; the router gets only their hashes.
+
+    The plaintext keys stay in STATE_DIR/local-keys.json (mode 0600) so that they are stable
+    across restarts of the local stack: a pasted curl keeps working.
+
+    Returns:
+        (keys.yaml path, client key, admin key)
+    """
+    plain_path = state_dir / LOCAL_KEYS
+    if plain_path.exists():
+        plain = json.loads(plain_path.read_text())
+    else:
+        plain = {"api_key": "sk-local-" + secrets.token_urlsafe(18),
+                 "admin_api_key": "sk-admin-" + secrets.token_urlsafe(18)}
+        fd = os.open(plain_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(plain, fh)
+    keys = {
+        "keys": [
+            # Generous limits: the local stack is also the target of `servestack loadtest`.
+            {"name": "local-client", "sha256": hash_key(plain["api_key"]), "scopes": ["client"],
+             "rate_per_s": 5000, "burst": 10000},
+            {"name": "local-admin", "sha256": hash_key(plain["admin_api_key"]), "scopes": ["client", "admin"],
+             "rate_per_s": 100, "burst": 200},
+        ]
+    }
+    path = state_dir / "keys.yaml"
+    path.write_text(yaml.safe_dump(keys, sort_keys=False))
+    return path, plain["api_key"], plain["admin_api_key"]
