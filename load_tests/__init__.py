@@ -1,0 +1,1 @@
+"""ServeStack load_tests."""
