@@ -1,0 +1,214 @@
+"""Router-added latency and the proxied requests/s of one router process.
+
+Starts a trivial upstream hasher (raw ASGI, constant-time answer) and a real router process
+(`python -m router`) in front of it, then in one run:
+
+1. latency: the same POST /v1/hash sent directly to the upstream and through the router,
+   interleaved, at a moderate concurrency; p50/p99 of each and the difference;
+2. throughput: the router alone at high concurrency for a fixed time.
+
+Usage:
+    .venv/bin/python bench/bench_router.py [--requests 2000] [--concurrency 4] [--max-concurrency 32] [--seconds 10]
+
+The client runs in this process, so on a small machine it competes with the router for CPU:
+the added latency is an upper bound, and the requests/s is what one router sustains under that
+client (pin processes to cores on a bigger machine for a cleaner number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ENGINE = {"model": "face", "version": "1", "backend": "fake", "precision": "fp32"}
+KEY = "sk-bench"
+
+
+async def upstream_app(scope, receive, send):
+    """The trivial upstream: answers /v1/hash with a code derived from the body, and readiness."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/v1/hash":
+        n = len(json.loads(body)["images"])
+        payload = json.dumps({"engine": ENGINE, "codes": [hashlib.blake2b(body, digest_size=16).hexdigest()] * n})
+        data, status = payload.encode(), 200
+    else:
+        data, status = b"{}", 200
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def latency_run(direct: str, router: str, n: int, concurrency: int) -> tuple[list[float], list[float]]:
+    image = base64.b64encode(os.urandom(2048)).decode()
+    direct_body = {"images": [image]}
+    router_body = {"modality": "face", "images": [image]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    lat_direct: list[float] = []
+    lat_router: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        async def one(i: int) -> None:
+            # Interleave: the two paths see the same machine load at the same moments.
+            if i % 2:
+                t0 = time.perf_counter()
+                r = await client.post(f"{direct}/v1/hash", json=direct_body)
+                lat_direct.append(time.perf_counter() - t0)
+            else:
+                t0 = time.perf_counter()
+                r = await client.post(f"{router}/v1/hash", json=router_body, headers=headers)
+                lat_router.append(time.perf_counter() - t0)
+            r.raise_for_status()
+
+        for i in range(50):  # warm-up: connections, first-request costs
+            await one(i)
+        lat_direct.clear()
+        lat_router.clear()
+        queue = iter(range(2 * n))
+
+        async def worker() -> None:
+            for i in queue:
+                await one(i)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return lat_direct, lat_router
+
+
+async def throughput_run(router: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    image = base64.b64encode(os.urandom(2048)).decode()
+    body = {"modality": "face", "images": [image]}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    done = errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < deadline:
+                try:
+                    r = await client.post(f"{router}/v1/hash", json=body, headers=headers)
+                except httpx.TransportError:
+                    # Counted, not fatal: a dropped connection is a failed request the table must show.
+                    errors += 1
+                    continue
+                if r.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return done / elapsed, errors
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000, help="requests per path in the latency run")
+    ap.add_argument("--concurrency", type=int, default=4, help="concurrency of the latency run (moderate load)")
+    ap.add_argument("--max-concurrency", type=int, default=32, help="concurrency of the throughput run")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
+    ap.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_upstream is not None:
+        import uvicorn
+
+        uvicorn.run(upstream_app, host="127.0.0.1", port=args.serve_upstream, log_level="warning", access_log=False)
+        return 0
+
+    from router.auth import hash_key
+
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="bench-router-") as tmp:
+        tmpdir = Path(tmp)
+        up_port, router_port = free_port(), free_port()
+        direct = f"http://127.0.0.1:{up_port}"
+        router = f"http://127.0.0.1:{router_port}"
+        (tmpdir / "policy.yaml").write_text(yaml.safe_dump({
+            "backends": {"hasher-face-v1": {"endpoints": [direct]}},
+            "routes": {"face": {"arms": [{"name": "v1", "backend": "hasher-face-v1", "weight": 100}]}},
+        }))
+        (tmpdir / "keys.yaml").write_text(yaml.safe_dump({"keys": [
+            {"name": "bench", "sha256": hash_key(KEY), "scopes": ["client"], "rate_per_s": 1e9, "burst": 1e9}]}))
+        env = {**os.environ, "OTEL_SDK_DISABLED": "true", "SERVESTACK_ROUTER_PORT": str(router_port),
+               "SERVESTACK_ROUTER_POLICY_PATH": str(tmpdir / "policy.yaml"),
+               "SERVESTACK_ROUTER_KEYS_FILE": str(tmpdir / "keys.yaml"),
+               "SERVESTACK_ROUTER_AUDIT_URL": f"sqlite:///{tmpdir / 'audit.db'}",
+               "SERVESTACK_ROUTER_LOG_LEVEL": "WARNING"}
+        try:
+            procs.append(subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)]))
+            wait_ready(f"{direct}/v2/health/ready", procs[-1])
+            procs.append(subprocess.Popen([sys.executable, "-m", "router"], env=env))
+            wait_ready(f"{router}/readyz", procs[-1])
+            lat_direct, lat_router = asyncio.run(latency_run(direct, router, args.requests, args.concurrency))
+            rps, errors = asyncio.run(throughput_run(router, args.max_concurrency, args.seconds))
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(10)
+    ms = 1000.0
+    d50, d99 = pct(lat_direct, 0.5) * ms, pct(lat_direct, 0.99) * ms
+    r50, r99 = pct(lat_router, 0.5) * ms, pct(lat_router, 0.99) * ms
+    print(f"Command: .venv/bin/python bench/bench_router.py --requests {args.requests} --concurrency "
+          f"{args.concurrency} --max-concurrency {args.max_concurrency} --seconds {args.seconds:g}")
+    print()
+    print(f"| path (concurrency {args.concurrency}, {args.requests} req each) | p50 ms | p99 ms |")
+    print("| --- | --- | --- |")
+    print(f"| direct to the upstream | {d50:.2f} | {d99:.2f} |")
+    print(f"| through the router | {r50:.2f} | {r99:.2f} |")
+    print(f"| **added by the router** | **{r50 - d50:.2f}** | **{r99 - d99:.2f}** |")
+    print()
+    print(f"| throughput (concurrency {args.max_concurrency}, {args.seconds:g} s) | value |")
+    print("| --- | --- |")
+    print(f"| proxied requests/s, one router process | {rps:.0f} |")
+    print(f"| errors | {errors} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
