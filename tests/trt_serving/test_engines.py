@@ -48,7 +48,14 @@ def test_fp32_engines_match_torch_bit_for_bit(cache_dir: Path, inputs: np.ndarra
 def test_reduced_precision_agreement_above_floor(cache_dir: Path, inputs: np.ndarray, backend: str,
                                                  precision: str) -> None:
     ref, _ = engine_for(cache_dir, "torch", "fp32")
-    engine, manifest = engine_for(cache_dir, backend, precision)
+    try:
+        engine, manifest = engine_for(cache_dir, backend, precision)
+    except EngineUnavailable as exc:
+        # OpenVINO runs bf16 only on CPUs with AVX512-BF16 or AMX; CI machines vary (an AVX2-only
+        # EPYC has neither). The refusal itself is the behaviour under test there.
+        if (backend, precision) == ("openvino", "bf16") and "no bf16 support" in str(exc):
+            pytest.skip(str(exc))
+        raise
     assert manifest["bit_agreement"]["value"] >= 0.97
     assert bit_agreement(engine.infer(inputs), ref.infer(inputs)) >= 0.95  # 6 images: a noisier estimate
 

@@ -64,6 +64,11 @@ def quantize_qdq(fp32_path: Path, out_path: Path, calib_inputs: np.ndarray) -> l
         str(prepped), str(out_path), _Reader(calib_inputs), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_fp32,
+        # 7-bit weights: x86 CPUs without VNNI run u8s8 through VPMADDUBSW, whose 16-bit pair sums
+        # saturate with full-range weights (ONNX Runtime's quantization docs). Measured on an AVX2
+        # EPYC (no VNNI): ResNet18 bit agreement 0.958 without, above the 0.97 floor with it. An
+        # artifact may be built on one CPU and served on another, so it is always on.
+        reduce_range=True,
     )
     prepped.unlink(missing_ok=True)
     return keep_fp32
