@@ -19,6 +19,10 @@ Variables read (the OpenTelemetry specification's names):
   OTEL_RESOURCE_ATTRIBUTES           extra resource attributes, k=v comma-separated
   DEPLOYMENT_ENVIRONMENT             deployment.environment (default "local")
   K8S_POD_NAME / K8S_NODE_NAME / K8S_NAMESPACE_NAME  set by the Downward API in k8s/
+And one of ours:
+  SERVESTACK_OTLP_ENCODER            "fast" (default): OTLP/HTTP batches encoded by
+                                     tracing.otlp_encode; "official": by the exporter's own
+                                     protobuf classes (~3x the CPU per span; an escape hatch)
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class TracingSettings:
 
     # gRPC only: None = plaintext for http:// endpoints, TLS for https:// ones.
     insecure: bool | None = None
+    # OTLP/HTTP only: encode with tracing.otlp_encode (False: the official encoder).
+    fast_encoder: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample_ratio <= 1.0:
@@ -138,6 +144,9 @@ class TracingSettings:
             if env.get(var):
                 extra[attr] = env[var]
         insecure_raw = env.get("OTEL_EXPORTER_OTLP_TRACES_INSECURE") or env.get("OTEL_EXPORTER_OTLP_INSECURE")
+        encoder = env.get("SERVESTACK_OTLP_ENCODER", "fast").strip().lower() or "fast"
+        if encoder not in ("fast", "official"):
+            raise ValueError(f"SERVESTACK_OTLP_ENCODER must be fast or official, got {encoder!r}")
         defaults = cls()
         return cls(
             endpoint=endpoint,
@@ -150,6 +159,7 @@ class TracingSettings:
             schedule_delay_ms=_env_int(env, "OTEL_BSP_SCHEDULE_DELAY", defaults.schedule_delay_ms),
             export_timeout_ms=_env_int(env, "OTEL_BSP_EXPORT_TIMEOUT", defaults.export_timeout_ms),
             insecure=None if not insecure_raw else insecure_raw.strip().lower() == "true",
+            fast_encoder=encoder == "fast",
         )
 
 
@@ -200,12 +210,15 @@ def _exporter(settings: TracingSettings) -> SpanExporter:
         return GrpcExporter(endpoint=settings.endpoint, insecure=insecure, timeout=timeout_s)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+    from tracing.exporter import FastOTLPSpanExporter
+
     endpoint = settings.endpoint or ""
     # A bare collector URL (http://jaeger:4318) would POST to "/" and get 404 for every batch;
     # the OTLP/HTTP traces path is fixed by the specification.
     if urlsplit(endpoint).path in ("", "/"):
         endpoint = endpoint.rstrip("/") + "/v1/traces"
-    return OTLPSpanExporter(endpoint=endpoint, timeout=timeout_s)
+    cls = FastOTLPSpanExporter if settings.fast_encoder else OTLPSpanExporter
+    return cls(endpoint=endpoint, timeout=timeout_s)
 
 
 def setup_telemetry(

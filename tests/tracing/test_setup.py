@@ -65,11 +65,17 @@ def test_sampler_variables(env: dict[str, str], ratio: float) -> None:
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "http/protobuf or grpc"),
         ({"OTEL_BSP_MAX_QUEUE_SIZE": "many"}, "must be an integer"),
         ({"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"}, "must not exceed"),
+        ({"SERVESTACK_OTLP_ENCODER": "protobuf"}, "fast or official"),
     ],
 )
 def test_bad_variables_are_refused_at_start_up(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TracingSettings.from_env(env)
+
+
+def test_encoder_choice() -> None:
+    assert TracingSettings.from_env({}).fast_encoder is True
+    assert TracingSettings.from_env({"SERVESTACK_OTLP_ENCODER": "Official"}).fast_encoder is False
 
 
 def test_batch_processor_variables() -> None:
