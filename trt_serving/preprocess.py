@@ -7,6 +7,7 @@ any pixel is decoded, then the full decode (which catches truncated files).
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -74,11 +75,24 @@ def decode(data: bytes, pre: Preprocessing, limits: ImageLimits) -> np.ndarray:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)  # transparent pixels count as white, not black
     img = img.convert(pre.color).resize(size, Image.Resampling.BILINEAR)
-    x = np.asarray(img, dtype=np.float32) / 255.0
-    if pre.color == "L":
-        x = np.repeat(x[..., None], 3, axis=-1)
-    x = (x - np.array(pre.mean, dtype=np.float32)) / np.array(pre.std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    pixels = np.asarray(img)  # uint8 [H, W] (L) or [H, W, 3] (RGB)
+    lut = _normalising_table(tuple(pre.mean), tuple(pre.std))
+    out = np.empty((3, *pixels.shape[:2]), np.float32)
+    for c in range(3):  # a grey image feeds its one plane to all three channels
+        np.take(lut[c], pixels if pixels.ndim == 2 else pixels[..., c], out=out[c])
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _normalising_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 [3, 256]: ``(v / 255 - mean[c]) / std[c]`` for every byte value ``v``.
+
+    A lookup writes the normalised CHW tensor in one pass per channel; the element-wise form
+    (divide, repeat, subtract, divide, transpose, copy) took ~1 ms of a 2.7 ms decode of a
+    300x300 PNG. Same float32 operations on the same values, so the result is bit-identical.
+    """
+    x = np.arange(256, dtype=np.float32) / 255.0
+    return np.stack([(x - np.float32(m)) / np.float32(s) for m, s in zip(mean, std, strict=True)])
 
 
 def load_directory(directory: Path, pre: Preprocessing, *, limit: int,

@@ -48,6 +48,20 @@ def test_good_image_shape_and_normalisation() -> None:
     assert np.allclose(x[:, 0, 0], [(1 - m) / s for m, s in zip(RGB.mean, RGB.std, strict=True)], atol=1e-5)
 
 
+@pytest.mark.parametrize("pre", [RGB, GRAY, Preprocessing(mean=(0.1, 0.5, 0.9), std=(0.2, 0.3, 0.4))])
+def test_normalisation_is_the_elementwise_formula_bit_for_bit(pre: Preprocessing) -> None:
+    # Every byte value in every channel, at the model's size (no resampling): the lookup table
+    # must give exactly (v / 255 - mean[c]) / std[c] in float32, in CHW order.
+    arr = np.random.default_rng(3).permutation(np.arange(224 * 224 * 3) % 256).astype(np.uint8).reshape(224, 224, 3)
+    x = decode(encode(arr), pre, LIMITS)
+    pixels = np.asarray(Image.fromarray(arr).convert(pre.color), np.float32) / 255.0
+    if pre.color == "L":
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    expected = ((pixels - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)).transpose(2, 0, 1)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.array_equal(x, expected)
+
+
 def test_grayscale_replicated_and_rgba_on_white() -> None:
     arr = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
     x = decode(encode(arr), GRAY, LIMITS)
