@@ -95,12 +95,19 @@ def cuda_available() -> bool:
 def machine_description(cuda: bool) -> str:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
+    isa = ""
     if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
+        text = cpuinfo.read_text()
+        for line in text.splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    text = f"{os.cpu_count()} CPUs {cpu}"
+        # The same "AMD EPYC" name covers AVX2-only and AVX-512 (bf16/VNNI) parts, and the int8
+        # and bf16 engines' speed (even whether bf16 runs) depends on which one ran.
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+        wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+        isa = " (" + " ".join(f for f in wanted if f in flags) + ")" if any(f in flags for f in wanted) else ""
+    text = f"{os.cpu_count()} CPUs {cpu}{isa}"
     if cuda and shutil.which("nvidia-smi"):
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30, check=False).stdout.strip().splitlines()
