@@ -38,6 +38,7 @@ from router.experiments.endpoints import build_router as experiments_router
 from router.explain import ExplanationService
 from router.flow import VerificationService
 from router.health import HealthChecker
+from router.keepalive_transport import KeepAliveTransport
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
 from router.ops import mount_docs, ops
 from router.policy import EXPLAINER
@@ -129,9 +130,13 @@ def create_app(
         limits = httpx.Limits(max_connections=settings.http_max_connections,
                               max_keepalive_connections=settings.http_max_connections)
         http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+        # Hasher calls (the hot path: small JSON both ways) go through the lean keep-alive pool;
+        # the explainer's streamed answers keep httpx's own transport.
+        hasher_http = httpx.AsyncClient(timeout=timeout, transport=transport or KeepAliveTransport(
+            max_connections_per_origin=settings.http_max_connections))
         db = await asyncio.to_thread(Database, settings.audit_url, settings.audit_batch_max,
                                      lambda s: metrics.audit_commit.observe(s))
-        hasher = HasherClient(http)
+        hasher = HasherClient(hasher_http)
         explainer = ExplainerClient(http)
         gateway = HashGateway(hasher, balancer, metrics, telemetry.tracer,
                               try_timeout_s=settings.upstream_try_timeout_s, max_retries=settings.max_retries,
@@ -173,6 +178,7 @@ def create_app(
             await background.cancel_all()
             discovery.close()
             await http.aclose()
+            await hasher_http.aclose()
             await asyncio.to_thread(db.close)
             telemetry.shutdown()
 
