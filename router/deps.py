@@ -6,13 +6,13 @@ request that cost more than everything else the router does.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from router.auth import Principal, Scope, presented_key
 from router.flow import Caller
+from router.ids import new_id
 from router.policy import parse_pins
 from tracing import current_ids, traced
 
@@ -42,7 +42,7 @@ async def caller(request: Request) -> Caller:
     return Caller(
         pins=parse_pins(request.headers.get(PIN_HEADER)),
         headers=request.headers,
-        trace_id=ids[0] if ids else uuid.uuid4().hex,
+        trace_id=ids[0] if ids else new_id(),
     )
 
 

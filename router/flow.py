@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -18,6 +17,7 @@ from typing import TypeVar
 from router.audit_store import AuditStore
 from router.config import RouterSettings
 from router.errors import InvalidInput, NotEnrolled, RouterError, UpstreamUnavailable
+from router.ids import new_id
 from router.metrics import RouterMetrics
 from router.policy import Arm, RequestContext, TrafficPolicy
 from router.policy_store import PolicyHolder
@@ -160,7 +160,7 @@ class VerificationService:
         )
         fused = fuse([v.result.distance for v in verified])
         record = AuditRecord(
-            audit_id=uuid.uuid4().hex, created_at=time.time(), trace_id=caller.trace_id,
+            audit_id=new_id(), created_at=time.time(), trace_id=caller.trace_id,
             subject_id=req.subject_id, decision=decide(fused, threshold), threshold=threshold,
             fused_distance=fused, latency_ms=(time.perf_counter() - start) * 1000,
             modalities=[v.result for v in verified],
