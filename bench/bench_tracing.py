@@ -19,11 +19,13 @@ While the router cannot start (its pod clients land in parallel), ``--target aut
 a minimal app with the same tracing per request (TraceMiddleware, an auth span, JSON 404); the
 output says which target ran.
 
-    .venv/bin/python bench/bench_tracing.py --duration-s 8 --rounds 2 --concurrency 32 [--workload both]
+    .venv/bin/python bench/bench_tracing.py --duration-s 6 --rounds 4 --concurrency 32 [--workload both]
 
 Modes:
   off        OTEL_SDK_DISABLED=true: the SDK hands out a no-op tracer (no spans, zero trace ids)
   ratio=1.0  every trace exported over OTLP/HTTP (also the default: OTEL_TRACES_SAMPLER_ARG unset)
+  ratio=1.0, official encoder   the same through the OTLP exporter's own protobuf encoding
+             (SERVESTACK_OTLP_ENCODER=official), to show what tracing.otlp_encode saves
   ratio=0.1  parent-based 10%, the ratio suggested for production
 Goal (issue 6): <= 10% throughput loss at 100% sampling against off.
 """
@@ -70,6 +72,8 @@ def modes(sink: OtlpSink) -> list[Mode]:
     return [
         Mode("off", {"OTEL_SDK_DISABLED": "true"}),
         Mode("ratio=1.0", {**export, "OTEL_TRACES_SAMPLER_ARG": "1.0"}),
+        Mode("ratio=1.0, official encoder",
+             {**export, "OTEL_TRACES_SAMPLER_ARG": "1.0", "SERVESTACK_OTLP_ENCODER": "official"}),
         Mode("ratio=0.1", {**export, "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
     ]
 
@@ -241,7 +245,7 @@ async def load(
 
 
 def run_mode(state: Path, mode: Mode, workload: str, api_key: str, upstream: str | None,
-             args: argparse.Namespace) -> tuple[float, float]:
+             args: argparse.Namespace) -> Run:
     verify = workload == "verify"
     proc, url = start_router(state, mode, args.target == "minimal", upstream if verify else None)
     host = urlsplit(url).netloc
@@ -253,31 +257,52 @@ def run_mode(state: Path, mode: Mode, workload: str, api_key: str, upstream: str
         else:
             build = audit_request(host, api_key)
         asyncio.run(load(url, build, args.warmup_s, args.concurrency))
+        cpu0 = cpu_seconds(proc.pid)
         n, lat = asyncio.run(load(url, build, args.duration_s, args.concurrency))
+        cpu = cpu_seconds(proc.pid) - cpu0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     lat.sort()
-    return n / args.duration_s, lat[int(0.99 * (len(lat) - 1))] * 1000
+    return Run(n / args.duration_s, lat[int(0.99 * (len(lat) - 1))] * 1000, cpu / args.duration_s, cpu / max(n, 1))
 
 
-def print_table(title: str, results: dict[str, list[tuple[float, float]]], spans: dict[str, int]) -> None:
-    base = statistics.median(r for r, _ in results["off"])
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its threads (the exporter's thread included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    rps: float
+    p99_ms: float
+    cpu_busy: float  # CPU seconds per second the router used: 1.0 = its core saturated
+    cpu_per_request_s: float
+
+
+def print_table(title: str, results: dict[str, list[Run]], spans: dict[str, int]) -> None:
+    base = statistics.median(r.rps for r in results["off"])
+    base_cpu = statistics.median(r.cpu_per_request_s for r in results["off"])
     print(f"\n{title}")
-    print("| tracing | req/s (median) | vs off | req/s per round | p99 ms | spans received |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| tracing | req/s (median) | vs off | req/s per round | p99 ms | router CPU busy "
+          "| router CPU µs/request | vs off | spans received |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, runs in results.items():
-        rps = statistics.median(r for r, _ in runs)
-        p99 = statistics.median(p for _, p in runs)
-        each = " ".join(f"{r:.0f}" for r, _ in runs)
-        print(f"| {name} | {rps:.0f} | {100 * (rps / base - 1):+.1f}% | {each} | {p99:.1f} | {spans[name]} |")
+        rps = statistics.median(r.rps for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        busy = statistics.median(r.cpu_busy for r in runs)
+        cpu = statistics.median(r.cpu_per_request_s for r in runs)
+        each = " ".join(f"{r.rps:.0f}" for r in runs)
+        print(f"| {name} | {rps:.0f} | {100 * (rps / base - 1):+.1f}% | {each} | {p99:.1f} | {100 * busy:.0f}% "
+              f"| {1e6 * cpu:.0f} | {100 * (cpu / base_cpu - 1):+.1f}% | {spans[name]} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration-s", type=float, default=8.0)
+    ap.add_argument("--duration-s", type=float, default=6.0)
     ap.add_argument("--warmup-s", type=float, default=2.0)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--workload", choices=(*WORKLOADS, "both"), default="both")
     ap.add_argument("--target", choices=("auto", "router", "minimal"), default="auto")
@@ -307,7 +332,7 @@ def main() -> None:
             upstream = None
             if "verify" in workloads:
                 upstream_proc, upstream = start_upstream()
-            results: dict[str, dict[str, list[tuple[float, float]]]] = {w: {} for w in workloads}
+            results: dict[str, dict[str, list[Run]]] = {w: {} for w in workloads}
             spans: dict[str, dict[str, int]] = {w: {} for w in workloads}
             for _ in range(args.rounds):
                 for workload in workloads:
