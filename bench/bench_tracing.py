@@ -53,6 +53,9 @@ import httpx
 REPORTS_MEDIANS = True  # median of its own interleaved rounds (bench/run_all.py runs it once)
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the receiver helper lives with the tests (tests/observability)
+sys.path.insert(0, str(REPO / "bench"))
+
+from rawhttp import RawConnection  # noqa: E402
 
 from servestack.local_config import write_keys, write_policy  # noqa: E402
 from tests.observability.otlp_sink import OtlpSink, free_port  # noqa: E402
@@ -205,31 +208,20 @@ def enroll(url: str, api_key: str, image_b64: str) -> None:
 
 async def _client(host: str, port: int, build: Callable[[int], Request], stop: float, latencies: list[float],
                   offset: int) -> None:
-    """One keep-alive HTTP/1.1 connection sending requests back to back.
-
-    A hand-written client: httpx tops out near 400 requests/s on one core here, below the
-    server, and would measure itself instead of the router.
-    """
-    reader, writer = await asyncio.open_connection(host, port)
+    """One keep-alive connection (bench/rawhttp.py) sending requests back to back."""
+    conn = await RawConnection.open(host, port)
     i = offset
     try:
         while time.perf_counter() < stop:
             request, expected = build(i)
             i += 1
             t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            headers = dict(
-                line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line
-            )
-            headers = {k.lower(): v for k, v in headers.items()}
-            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            status, headers, body = await conn.request(request)
             if status != expected or b"x-trace-id" not in headers:
-                raise RuntimeError(f"unexpected answer {status}: {head[:300]!r} {body[:300]!r}")
+                raise RuntimeError(f"unexpected answer {status}: {body[:300]!r}")
             latencies.append(time.perf_counter() - t0)
     finally:
-        writer.close()
+        conn.close()
 
 
 async def load(
