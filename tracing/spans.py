@@ -49,19 +49,29 @@ class traced:  # noqa: N801 - reads as a decorator
         self._links = list(links) if links else None
         # A stack of open entries per task: a plain attribute would be overwritten when two
         # coroutines enter the same instance, and the first exit would close the wrong span.
-        self._open: ContextVar[tuple[tuple[trace.Span, object], ...]] = ContextVar(
+        self._open: ContextVar[tuple[tuple[trace.Span, object | None], ...]] = ContextVar(
             f"traced:{name}", default=()
         )
 
-    def _start(self) -> tuple[trace.Span, object]:
+    def _start(self) -> tuple[trace.Span, object | None]:
+        parent = trace.get_current_span()
+        pctx = parent.get_span_context()
+        if pctx.is_valid and not pctx.trace_flags.sampled and not parent.is_recording():
+            # An unsampled trace: every sampler we configure is parent-based, so a child of this
+            # span would be a non-recording span nobody sees. Skip creating it (~20 us per span at
+            # the production ratio, where most requests are unsampled); the caller gets the parent,
+            # whose context (same trace, not sampled) is what the child would have propagated.
+            return parent, None
         # start_span + attach directly: start_as_current_span stacks two generator-based context
         # managers (~15 us per span on the router's hot path, measured) for the same effect.
         span = self._tracer.start_span(self._name, kind=self._kind, attributes=self._attributes, links=self._links)
         return span, otel_context.attach(trace.set_span_in_context(span))
 
     @staticmethod
-    def _finish(span: trace.Span, token: object, exc: BaseException | None) -> None:
+    def _finish(span: trace.Span, token: object | None, exc: BaseException | None) -> None:
         """End ``span`` as ``use_span`` does: an ``Exception`` (not a cancellation) is recorded."""
+        if token is None:
+            return  # the unsampled parent stood in: nothing was started, so nothing ends
         try:
             if isinstance(exc, Exception) and span.is_recording():
                 span.record_exception(exc)

@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from tracing import Telemetry, TracingSettings, setup_telemetry, traced
+from tracing import Telemetry, TracingSettings, inject_headers, setup_telemetry, traced
+from tracing.propagation import extract_context
 
 
 @pytest.fixture
@@ -116,3 +117,32 @@ def test_recursion_through_one_instance(captured: tuple[Telemetry, InMemorySpanE
         assert inner.get_span_context().span_id != outer.get_span_context().span_id
     first, second = exporter.get_finished_spans()  # inner ends first
     assert first.parent.span_id == second.context.span_id and second.parent is None
+
+
+def test_unsampled_traces_start_no_child_spans_and_propagate_the_parent() -> None:
+    exporter = InMemorySpanExporter()
+    tel = setup_telemetry("svc", "1", TracingSettings(sample_ratio=0.0))
+    tel.add_span_processor(SimpleSpanProcessor(exporter))
+    with tel.tracer.start_as_current_span("request") as root:
+        assert not root.get_span_context().trace_flags.sampled
+        with traced(tel.tracer, "step", {"k": 1}) as step:
+            assert step is root  # the stand-in: no span object is created for an unsampled child
+            carrier = inject_headers({})
+        with pytest.raises(ValueError), traced(tel.tracer, "failing"):
+            raise ValueError("still raised")
+    ctx = root.get_span_context()
+    # Downstream pods see the same trace, not sampled, so they do not sample either.
+    version, trace_id, span_id, flags = carrier["traceparent"].split("-")
+    assert (trace_id, span_id) == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+    assert int(flags, 16) & 0x01 == 0  # not sampled (0x02 is W3C's random-trace-id flag)
+    assert exporter.get_finished_spans() == ()
+
+
+def test_sampled_children_still_get_their_own_spans_under_a_sampled_remote_parent() -> None:
+    exporter = InMemorySpanExporter()
+    tel = setup_telemetry("svc", "1", TracingSettings(sample_ratio=0.0))  # the parent's decision wins
+    tel.add_span_processor(SimpleSpanProcessor(exporter))
+    parent = extract_context({"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"})
+    with tel.tracer.start_as_current_span("request", context=parent), traced(tel.tracer, "step") as step:
+        assert step.is_recording()
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["request", "step"]
