@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from router.deps import PIN_HEADER, CallerDep, ClientAuth
 from router.errors import NotFound
@@ -32,12 +33,22 @@ AUDIT_ID = Path(pattern=r"^[0-9a-f]{32}$", description="audit id from /v1/verify
 api = APIRouter(prefix="/v1", responses=ERRORS)
 
 
+def _json(model: BaseModel) -> Response:
+    """``model`` as JSON, serialised once by pydantic.
+
+    Returning the model itself makes FastAPI dump it to a dict, validate that against the
+    ``response_model`` and encode it again: three passes on the hot path for an object that is
+    already of that type. The ``response_model`` stays on each route for the OpenAPI document.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @api.post("/enroll", response_model=EnrollResponse, tags=["verification"],
           summary="Enrol a subject (templates stored per model version)",
           description="Hashes each image on the route's chosen arm (and, by default, on every weighted arm) "
                       "and stores the code as the subject's template for the serving model version. " + PIN_DOC)
-async def enroll(body: EnrollRequest, request: Request, _p: ClientAuth, caller: CallerDep) -> EnrollResponse:
-    return await request.app.state.flow.enroll(body, caller)
+async def enroll(body: EnrollRequest, request: Request, _p: ClientAuth, caller: CallerDep) -> Response:
+    return _json(await request.app.state.flow.enroll(body, caller))
 
 
 @api.post("/verify", response_model=AuditRecord, tags=["verification"],
@@ -47,25 +58,25 @@ async def enroll(body: EnrollRequest, request: Request, _p: ClientAuth, caller: 
                       "threshold defaults to the router's `default_threshold` (24 of 128 bits unless "
                       "configured) and may be overridden per request within 5..50. The audit record is "
                       "committed before this response is sent. " + PIN_DOC)
-async def verify(body: VerifyRequest, request: Request, _p: ClientAuth, caller: CallerDep) -> AuditRecord:
-    return await request.app.state.flow.verify(body, caller)
+async def verify(body: VerifyRequest, request: Request, _p: ClientAuth, caller: CallerDep) -> Response:
+    return _json(await request.app.state.flow.verify(body, caller))
 
 
 @api.post("/hash", response_model=HashApiResponse, tags=["verification"],
           summary="Hash images with the policy's arm for the modality (codes returned)",
           description="`subject_id`, when given, is the sticky key; otherwise the arm is drawn at random "
                       "by weight. " + PIN_DOC)
-async def hash_images(body: HashApiRequest, request: Request, _p: ClientAuth, caller: CallerDep) -> HashApiResponse:
-    return await request.app.state.flow.hash(body, caller)
+async def hash_images(body: HashApiRequest, request: Request, _p: ClientAuth, caller: CallerDep) -> Response:
+    return _json(await request.app.state.flow.hash(body, caller))
 
 
 @api.get("/audit/{audit_id}", response_model=AuditRecord, tags=["audit"],
          summary="One audit record", responses={404: {"model": ErrorResponse}})
-async def get_audit(request: Request, _p: ClientAuth, audit_id: str = AUDIT_ID) -> AuditRecord:
+async def get_audit(request: Request, _p: ClientAuth, audit_id: str = AUDIT_ID) -> Response:
     record = await request.app.state.audit_store.get(audit_id)
     if record is None:
         raise NotFound(f"no audit record {audit_id!r}")
-    return record
+    return _json(record)
 
 
 @api.get("/audit/{audit_id}/explanation", tags=["audit"],
