@@ -71,10 +71,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 except _Stale:
                     continue  # closed by the server while idle: try the next one, then a new one
             conn = await self._connect(request, origin, timeouts.get("connect"))
-            try:
-                return await self._exchange(request, conn, origin, payload, timeouts.get("read"), reused=False)
-            except _Stale as exc:  # only raised for reused connections
-                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            return await self._exchange(request, conn, origin, payload, timeouts.get("read"), reused=False)
 
     async def _connect(self, request: httpx.Request, origin: tuple[str, int], timeout: float | None) -> _Conn:
         try:
