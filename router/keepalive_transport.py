@@ -48,14 +48,28 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme != "http":
             return await self._fallback.handle_async_request(request)
-        origin = (url.host, url.port or 80)
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         head = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode()]
         head += [k + b": " + v + b"\r\n" for k, v in request.headers.raw]
         if body and "content-length" not in request.headers:
             head.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
-        payload = b"".join(head) + b"\r\n" + body
+        status, reason, headers, content = await self.roundtrip(
+            url.host, url.port or 80, b"".join(head) + b"\r\n" + body, connect_timeout=timeouts.get("connect"),
+            read_timeout=timeouts.get("read"), head_only=request.method == "HEAD", request=request)
+        return httpx.Response(status, headers=headers, content=content, request=request,
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    async def roundtrip(self, host: str, port: int, payload: bytes, *, connect_timeout: float | None,
+                        read_timeout: float | None, head_only: bool = False, request: httpx.Request | None = None
+                        ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+        """Send ``payload`` (a whole HTTP/1.1 request, head and body) to ``host:port``; read the answer.
+
+        The lean path for a caller that writes its own request bytes (the hasher client): no
+        httpx ``Request``/``Response`` objects. Returns (status, reason, headers, body). Raises
+        httpx's transport errors, like :meth:`handle_async_request`.
+        """
+        origin = (host, port)
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self._max_conns)
@@ -67,13 +81,13 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                     conn[1].close()
                     continue
                 try:
-                    return await self._exchange(request, conn, origin, payload, timeouts.get("read"), reused=True)
+                    return await self._exchange(request, conn, origin, payload, read_timeout, True, head_only)
                 except _Stale:
                     continue  # closed by the server while idle: try the next one, then a new one
-            conn = await self._connect(request, origin, timeouts.get("connect"))
-            return await self._exchange(request, conn, origin, payload, timeouts.get("read"), reused=False)
+            conn = await self._connect(request, origin, connect_timeout)
+            return await self._exchange(request, conn, origin, payload, read_timeout, False, head_only)
 
-    async def _connect(self, request: httpx.Request, origin: tuple[str, int], timeout: float | None) -> _Conn:
+    async def _connect(self, request: httpx.Request | None, origin: tuple[str, int], timeout: float | None) -> _Conn:
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.open_connection(*origin)
@@ -82,8 +96,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         except OSError as exc:
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
 
-    async def _exchange(self, request: httpx.Request, conn: _Conn, origin: tuple[str, int], payload: bytes,
-                        timeout: float | None, reused: bool) -> httpx.Response:
+    async def _exchange(self, request: httpx.Request | None, conn: _Conn, origin: tuple[str, int], payload: bytes,
+                        timeout: float | None, reused: bool, head_only: bool
+                        ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
         reader, writer = conn
         keep = False
         try:
@@ -99,7 +114,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 except asyncio.LimitOverrunError as exc:
                     raise httpx.RemoteProtocolError("response head too large", request=request) from exc
                 status, reason, headers, length, chunked, close = _parse_head(head, request)
-                if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+                if head_only or status in (204, 304) or 100 <= status < 200:
                     content = b""
                 elif chunked:
                     content = await _read_chunked(reader)
@@ -125,8 +140,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 self._idle[origin].append(conn)
             else:
                 writer.close()
-        return httpx.Response(status, headers=headers, content=content, request=request,
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+        return status, reason, headers, content
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
@@ -136,7 +150,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         await self._fallback.aclose()
 
 
-def _parse_head(head: bytes, request: httpx.Request
+def _parse_head(head: bytes, request: httpx.Request | None
                 ) -> tuple[int, bytes, list[tuple[bytes, bytes]], int | None, bool, bool]:
     lines = head[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)

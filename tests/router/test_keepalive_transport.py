@@ -1,8 +1,10 @@
-"""KeepAliveTransport against real sockets: reuse, stale connections, errors as httpx's own types."""
+"""KeepAliveTransport against real sockets: reuse, stale connections, errors as httpx's own types,
+and the hasher client's raw path over it."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -168,3 +170,49 @@ async def test_a_response_cut_short_is_a_protocol_error(client: httpx.AsyncClien
     async with Server(cut) as srv:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get(f"{srv.url}/x")
+
+
+ENGINE = {"model": "face", "version": "2", "backend": "openvino", "precision": "int8", "fallback_from": []}
+
+
+async def test_hasher_client_writes_and_reads_hash_calls_through_the_raw_path() -> None:
+    """HasherClient(raw=...) bypasses httpx's models: same request bytes on the wire, same results."""
+    from trt_serving.client import HasherClient, HasherRejected, HasherUnavailable
+
+    async def pod(reader, writer, state) -> None:  # noqa: ANN001 - answers by the request's first image
+        while True:
+            line, headers, body = await _read_request(reader)
+            state["seen"] = (line, headers, body)
+            first = base64.b64decode(json.loads(body)["images"][0])
+            if first == b"bad":
+                writer.write(_response(b'{"error": {"code": "bad_image", "message": "not an image"}}',
+                                       "400 Bad Request"))
+            elif first == b"busy":
+                writer.write(_response(b'{"error": {"code": "queue_full", "message": "full"}}',
+                                       "503 Service Unavailable", b"Retry-After: 2\r\n"))
+            else:
+                writer.write(_response(json.dumps({"engine": ENGINE, "codes": ["ab" * 16] * 2}).encode()))
+            await writer.drain()
+
+    transport = KeepAliveTransport()
+    async with httpx.AsyncClient(transport=transport) as http, Server(pod) as srv:
+        hasher = HasherClient(http, raw=transport)
+        res = await hasher.hash(srv.url + "/", [b"\x01", b"\x02"], timeout_s=2, headers={"traceparent": "00-t"})
+        assert res.codes == ["ab" * 16] * 2 and res.engine.precision == "int8"
+        line, headers, body = srv.state["seen"]  # type: ignore[misc]
+        assert line == b"POST /v1/hash HTTP/1.1" and headers[b"traceparent"] == b"00-t"
+        assert headers[b"host"] == srv.url.removeprefix("http://").encode()
+        assert headers[b"content-type"] == b"application/json"
+        assert json.loads(body)["images"] == [base64.b64encode(b"\x01").decode(), base64.b64encode(b"\x02").decode()]
+        with pytest.raises(HasherRejected) as rejected:
+            await hasher.hash(srv.url, [b"bad"], timeout_s=2)
+        assert (rejected.value.status, rejected.value.code, str(rejected.value)) == (400, "bad_image", "not an image")
+        with pytest.raises(HasherUnavailable) as busy:
+            await hasher.hash(srv.url, [b"busy"], timeout_s=2)
+        assert (busy.value.status, busy.value.code, busy.value.retry_after_s) == (503, "queue_full", 2.0)
+        with pytest.raises(ValueError, match="CR or LF"):
+            await hasher.hash(srv.url, [b"\x01"], timeout_s=2, headers={"x-evil": "a\r\nx-injected: 1"})
+        assert srv.connections == 1  # every call, errors included, reused the one connection
+        url = srv.url
+    with pytest.raises(HasherUnavailable, match="unreachable: ConnectError"):
+        await HasherClient(httpx.AsyncClient(), raw=transport).hash(url, [b"\x01"], timeout_s=1)
