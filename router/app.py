@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_serving.client import ExplainerClient
@@ -33,9 +35,10 @@ from router.config import RouterSettings
 from router.db import Database
 from router.discovery import Discovery
 from router.endpoints import api
-from router.errors import RouterError
+from router.errors import RouterError, describe_validation, error_body
 from router.experiments.endpoints import build_router as experiments_router
 from router.explain import ExplanationService
+from router.fastpath import ENDPOINTS, FastPathMiddleware
 from router.flow import VerificationService
 from router.health import HealthChecker
 from router.keepalive_transport import KeepAliveTransport
@@ -65,32 +68,28 @@ Canary/A-B router of ServeStack: biometric deep-hash verification.
 """
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(code, message), status_code=status, headers=headers, media_type="application/json")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RouterError)
-    async def router_error(_r: Request, exc: RouterError) -> JSONResponse:
+    async def router_error(_r: Request, exc: RouterError) -> Response:
         return _error(exc.status, exc.code, exc.message, exc.headers())
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_r: Request, exc: RequestValidationError) -> Response:
         # loc + msg only: the offending input may be an image and must not be echoed or logged.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}"
-            for e in exc.errors()[:10]
-        )
-        return _error(422, "invalid_request", problems or "invalid request")
+        return _error(422, "invalid_request", describe_validation(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                       dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
-    async def unexpected(_r: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(_r: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
         return _error(500, "internal_error", "internal error; see the router log with this trace id")
 
@@ -132,11 +131,12 @@ def create_app(
         http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
         # Hasher calls (the hot path: small JSON both ways) go through the lean keep-alive pool;
         # the explainer's streamed answers keep httpx's own transport.
-        hasher_http = httpx.AsyncClient(timeout=timeout, transport=transport or KeepAliveTransport(
-            max_connections_per_origin=settings.http_max_connections))
+        keepalive = KeepAliveTransport(max_connections_per_origin=settings.http_max_connections) \
+            if transport is None else None
+        hasher_http = httpx.AsyncClient(timeout=timeout, transport=transport or keepalive)
         db = await asyncio.to_thread(Database, settings.audit_url, settings.audit_batch_max,
                                      lambda s: metrics.audit_commit.observe(s))
-        hasher = HasherClient(hasher_http)
+        hasher = HasherClient(hasher_http, raw=keepalive)
         explainer = ExplainerClient(http)
         gateway = HashGateway(hasher, balancer, metrics, telemetry.tracer,
                               try_timeout_s=settings.upstream_try_timeout_s, max_retries=settings.max_retries,
@@ -198,7 +198,11 @@ def create_app(
     app.include_router(ops)
     app.include_router(experiments_router())
     mount_docs(app)
-    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> app.
+    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast path -> app.
+    if settings.fast_path:
+        declared = {r.path: r for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods}
+        app.add_middleware(FastPathMiddleware,
+                           endpoints={path: replace(e, route=declared[path]) for path, e in ENDPOINTS.items()})
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)

@@ -1,12 +1,13 @@
-"""FastAPI dependencies shared by the endpoint modules: auth and caller info.
+"""Auth and caller info of a request, as plain functions (the fast path) and FastAPI dependencies.
 
-All ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, two thread hops per
-request that cost more than everything else the router does.
+The dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in a worker thread, two
+thread hops per request that cost more than everything else the router does.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -17,33 +18,35 @@ from router.policy import parse_pins
 from tracing import current_ids, traced
 
 PIN_HEADER = "X-ServeStack-Arm"
+_PIN = PIN_HEADER.lower()
 
 
-def _authenticate(request: Request, scope: Scope) -> Principal:
-    state = request.app.state
+def authenticate(state: Any, headers: Mapping[str, str], scope: Scope) -> Principal:
+    """The caller's principal (``headers`` keyed in lower case); raises 401/403/429 errors."""
     with traced(state.telemetry.tracer, "auth", {"servestack.scope": scope}) as span:
         principal = state.authenticator.authenticate(
-            presented_key(request.headers.get("authorization"), request.headers.get("x-api-key")), scope
+            presented_key(headers.get("authorization"), headers.get("x-api-key")), scope
         )
         span.set_attribute("servestack.key_name", principal.name)
     return principal
 
 
+def caller_of(headers: Mapping[str, str]) -> Caller:
+    """Pins, headers (for a sticky header) and the trace id of the current request."""
+    ids = current_ids()
+    return Caller(pins=parse_pins(headers.get(_PIN)), headers=headers, trace_id=ids[0] if ids else new_id())
+
+
 async def client_principal(request: Request) -> Principal:
-    return _authenticate(request, "client")
+    return authenticate(request.app.state, request.headers, "client")
 
 
 async def admin_principal(request: Request) -> Principal:
-    return _authenticate(request, "admin")
+    return authenticate(request.app.state, request.headers, "admin")
 
 
 async def caller(request: Request) -> Caller:
-    ids = current_ids()
-    return Caller(
-        pins=parse_pins(request.headers.get(PIN_HEADER)),
-        headers=request.headers,
-        trace_id=ids[0] if ids else new_id(),
-    )
+    return caller_of(request.headers)
 
 
 ClientAuth = Annotated[Principal, Depends(client_principal)]

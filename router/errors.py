@@ -10,16 +10,36 @@
     ├── NotFound (404 not_found)
     │   └── NotEnrolled (404 not_enrolled)
     ├── PayloadTooLarge (413 payload_too_large)
+    ├── InvalidRequest (422 invalid_request)   the body does not match the schema
     ├── PolicyInvalid (422 policy_invalid)
     ├── RateLimited (429 rate_limited, Retry-After)
     └── Unavailable (503 unavailable, Retry-After)
         ├── UpstreamUnavailable (503 upstream_unavailable) every backend of the chain failed
         └── NotReady (503 not_ready)
 
-Mapped once to ``{"error": {"code", "message"}}`` in :mod:`router.app`.
+Mapped to ``{"error": {"code", "message"}}`` by :func:`error_body`: in :mod:`router.app` for the
+FastAPI routes, in :mod:`router.fastpath` for the hot JSON endpoints.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON body of every error response."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def describe_validation(errors: Iterable[Mapping[str, Any]], prefix: tuple[str, ...] = ()) -> str:
+    """``loc: msg`` of the first ten schema errors; never the input (it may be an image)."""
+    problems = []
+    for e in list(errors)[:10]:
+        loc = ".".join(str(p) for p in (*prefix, *e.get("loc", ()))) or "body"
+        problems.append(f"{loc}: {e.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
 
 
 class RouterError(Exception):
@@ -74,6 +94,11 @@ class NotEnrolled(NotFound):
 class PayloadTooLarge(RouterError):
     status = 413
     code = "payload_too_large"
+
+
+class InvalidRequest(RouterError):
+    status = 422
+    code = "invalid_request"
 
 
 class PolicyInvalid(RouterError):
