@@ -16,6 +16,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tracing.propagation import extract_context
 
 TRACE_ID_HEADER = "x-trace-id"
+_CONTEXT_HEADERS = frozenset({b"traceparent", b"tracestate"})  # ASGI header names are lower case
+_NO_PARENT = otel_context.Context()  # what extraction from no trace-context header gives: a new root
 DEFAULT_EXCLUDED = frozenset(
     {"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/health"}
 )
@@ -39,8 +41,10 @@ class TraceMiddleware:
         if scope["type"] != "http" or scope.get("path") in self.excluded:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        parent = extract_context(headers)
+        # Only the trace-context headers: a dict of every header per request is wasted work.
+        carrier = {k.decode("latin-1"): v.decode("latin-1")
+                   for k, v in scope.get("headers", ()) if k in _CONTEXT_HEADERS}
+        parent = extract_context(carrier) if carrier else _NO_PARENT
         method = scope.get("method", "GET")
         # start_span + attach rather than start_as_current_span: the same effect without two
         # generator-based context managers per request.
