@@ -110,6 +110,38 @@ async def test_one_instance_entered_by_concurrent_tasks(captured: tuple[Telemetr
     assert wait_2.end_time >= resumed[0], "task 1's exit ended task 2's span"
 
 
+async def test_a_task_with_stacked_entries_keeps_stacking_after_the_first_holder_leaves(
+        captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
+    """Task 2 enters while task 1 holds the instance, task 1 leaves, task 2 enters again: its
+    inner exit must end the inner span, not the outer one."""
+    tel, exporter = captured
+    step = traced(tel.tracer, "step")
+    one_in, two_in, one_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        with step:
+            one_in.set()
+            await two_in.wait()
+        one_out.set()
+
+    async def second() -> None:
+        await one_in.wait()
+        with step as outer:
+            two_in.set()
+            await one_out.wait()
+            with step as inner:
+                pass
+            assert not inner.is_recording() and outer.is_recording()
+        assert not outer.is_recording()
+
+    await asyncio.gather(first(), second())
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    inner = next(s for s in spans if s.parent is not None)
+    outer = next(s for s in spans if s.context.span_id == inner.parent.span_id)
+    assert outer.start_time <= inner.start_time <= inner.end_time <= outer.end_time
+
+
 def test_recursion_through_one_instance(captured: tuple[Telemetry, InMemorySpanExporter]) -> None:
     tel, exporter = captured
     step = traced(tel.tracer, "step")
