@@ -1,0 +1,260 @@
+"""A lean tracer: the OpenTelemetry SDK's span pipeline at a fraction of the CPU per span.
+
+The SDK's ``Tracer.start_span`` + ``Span.end`` cost ~25-45 us per sampled span on the router's CPU
+(BENCHMARKS.md): sampler objects, a lock per span, attribute validation under a lock per key
+(``BoundedAttributes``), a ``ReadableSpan`` copy at the end, self-metrics. The router makes ~6
+spans per verify, so at 100 % sampling that was a fifth of its CPU per request.
+
+:class:`LeanTracer` makes the same spans with less:
+
+* It is an OpenTelemetry API ``Tracer``; its spans are API ``Span`` objects (context propagation,
+  ``use_span``, ``traced()`` unchanged) and SDK ``ReadableSpan`` objects (every exporter, the OTLP
+  encoders and the in-memory test exporter read them).
+* Ended spans go to the provider's span processors (the batch processor and its OTLP exporter).
+* Sampling is ``ParentBased(TraceIdRatioBased(ratio))``, the sampler ``setup_telemetry`` always
+  configures, decided inline: a valid parent's sampled flag, else the trace id's low 64 bits
+  against the same bound as the SDK's. Unsampled spans are ``NonRecordingSpan`` as in the SDK.
+* Limits are the SDK defaults: 128 attributes (a new one beyond drops the oldest), events and
+  links per span, counted as dropped. Attribute values: primitives as they are, sequences as
+  tuples, mappings as dicts; anything else (None included) is dropped with a warning.
+
+What it leaves out: pluggable samplers and id generators, per-span locks (a span is changed and
+ended by the code that started it; a second ``end()`` is ignored), and the SDK's self-metrics.
+``SERVESTACK_TRACER=sdk`` switches back to the SDK's tracer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from time import time_ns
+from types import MappingProxyType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.util.types import AttributeValue
+
+log = logging.getLogger(__name__)
+
+MAX_ATTRIBUTES = MAX_EVENTS = MAX_LINKS = 128  # the SDK's SpanLimits defaults
+_PRIMITIVE = (str, bool, int, float, bytes)
+_UNSET = Status(StatusCode.UNSET)
+_LOW64 = TraceIdRatioBased.TRACE_ID_LIMIT
+# Flags of a new span: sampled or not; our ids are random (W3C level 2 "random" flag, as the SDK).
+_FLAGS = {f: TraceFlags(f) for f in range(4)}
+_RANDOM = TraceFlags.RANDOM_TRACE_ID
+
+
+def _clean(key: str, value: Any) -> Any:
+    """The value as stored: primitives as they are, sequences as tuples, mappings as dicts (each
+    cleaned likewise); None, or anything else, is dropped with a warning (returns None)."""
+    if isinstance(value, _PRIMITIVE):
+        return value
+    if isinstance(value, Sequence):
+        items = tuple(_clean(key, v) for v in value)
+        return None if any(v is None for v in items) else items
+    if isinstance(value, Mapping):
+        items_ = {str(k): _clean(key, v) for k, v in value.items()}
+        return None if any(v is None for v in items_.values()) else items_
+    log.warning("invalid type %s for attribute %r; dropped", type(value).__name__, key)
+    return None
+
+
+def _random_id(bits: int) -> int:
+    n = 0
+    while n == 0:  # 0 is the invalid id
+        n = random.getrandbits(bits)
+    return n
+
+
+class LeanSpan(trace.Span, ReadableSpan):
+    """A recording span; read by exporters as a ``ReadableSpan`` once ended (then immutable)."""
+
+    def __init__(self, tracer: LeanTracer, name: str, context: SpanContext, parent: SpanContext | None,
+                 kind: SpanKind, attributes: Mapping[str, Any] | None, links: Sequence[Link],
+                 start_time: int | None, record_exception: bool, set_status_on_exception: bool) -> None:
+        # ReadableSpan's fields, set directly: its __init__ would build a Resource per span.
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._resource = tracer.resource
+        self._instrumentation_scope = tracer.scope
+        self._instrumentation_info = None
+        self._end_time: int | None = None
+        self._attributes: dict[str, AttributeValue] = {}
+        self._dropped_attributes = 0
+        if attributes:
+            self.set_attributes(attributes)
+        self._events: list[Event] = []
+        self._dropped_events = 0
+        valid = [link for link in links if link and (link.context.is_valid or link.attributes)]
+        self._links = valid[:MAX_LINKS]
+        self._dropped_links = len(valid) - len(self._links)
+        self._status = _UNSET
+        self._start_time = start_time if start_time is not None else time_ns()
+        self._processor = tracer.processor
+        self._record_exception = record_exception
+        self._set_status_on_exception = set_status_on_exception
+
+    # --- ReadableSpan -------------------------------------------------------------------------
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        return MappingProxyType(self._attributes)
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_attributes
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_events
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped_links
+
+    # --- trace.Span -------------------------------------------------------------------------------
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is not None:
+            log.warning("Setting attribute on ended span.")
+            return
+        if type(value) not in _PRIMITIVE:  # the common case skips the checks
+            value = _clean(key, value)
+            if value is None:
+                return
+        if key not in self._attributes and len(self._attributes) >= MAX_ATTRIBUTES:
+            del self._attributes[next(iter(self._attributes))]  # as the SDK: the oldest one goes
+            self._dropped_attributes += 1
+        self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None,
+                  timestamp: int | None = None) -> None:
+        if self._end_time is not None:
+            log.warning("Calling add_event on an ended span.")
+            return
+        if len(self._events) >= MAX_EVENTS:
+            self._dropped_events += 1
+            return
+        clean = {k: c for k, v in (attributes or {}).items() if (c := _clean(k, v)) is not None}
+        self._events.append(Event(name, clean, timestamp))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self._end_time is not None or not (context.is_valid or attributes):
+            return
+        if len(self._links) >= MAX_LINKS:
+            self._dropped_links += 1
+            return
+        self._links.append(Link(context, attributes))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        # The SDK's rules: OK is final, UNSET is ignored, a description only goes with a StatusCode.
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, Status):
+            if status.status_code is not StatusCode.UNSET:
+                self._status = status
+        elif status is not StatusCode.UNSET:
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        module, qualname = type(exception).__module__, type(exception).__qualname__
+        attrs: dict[str, Any] = {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        attrs.update(attributes or {})
+        self.add_event("exception", attrs, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            log.warning("Calling end() on an ended span.")
+            return
+        self._end_time = end_time if end_time is not None else time_ns()
+        self._processor.on_end(self)
+
+    def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:
+        if exc_val is not None and self.is_recording():
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
+
+class LeanTracer(trace.Tracer):
+    """Spans of one instrumentation scope, sampled parent-based with a ratio for roots.
+
+    Args:
+        name: the instrumentation scope (the service name, as ``provider.get_tracer(name)``).
+        resource: the provider's resource.
+        processor: the provider's span processor (a multi-processor: processors added to the
+            provider later are called too).
+        sample_ratio: the root sampling ratio in [0, 1].
+    """
+
+    def __init__(self, name: str, resource: Resource, processor: SpanProcessor, sample_ratio: float) -> None:
+        self.scope = InstrumentationScope(name)
+        self.resource = resource
+        self.processor = processor
+        self.sample_ratio = sample_ratio
+        self._bound = TraceIdRatioBased.get_bound_for_rate(sample_ratio)
+
+    def start_span(self, name: str, context: otel_context.Context | None = None,
+                   kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None,
+                   links: Sequence[Link] | None = (), start_time: int | None = None,
+                   record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is not None and parent.is_valid:
+            trace_id, sampled, state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
+            random_id = parent.trace_flags.random_trace_id
+        else:
+            parent, state, random_id = None, None, True
+            trace_id = _random_id(128)
+            sampled = (trace_id & _LOW64) < self._bound
+        flags = _FLAGS[(1 if sampled else 0) | (_RANDOM if random_id else 0)]
+        span_context = SpanContext(trace_id, _random_id(64), is_remote=False, trace_flags=flags, trace_state=state)
+        if not sampled:
+            return trace.NonRecordingSpan(span_context)
+        span = LeanSpan(self, name, span_context, parent, kind, attributes, links or (), start_time,
+                        record_exception, set_status_on_exception)
+        self.processor.on_start(span, parent_context=context)
+        return span
+
+    @contextmanager
+    def start_as_current_span(self, name: str, context: otel_context.Context | None = None,
+                              kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None,
+                              links: Sequence[Link] | None = (), start_time: int | None = None,
+                              record_exception: bool = True, set_status_on_exception: bool = True,
+                              end_on_exit: bool = True) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                               set_status_on_exception)
+        with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
+                            set_status_on_exception=set_status_on_exception) as current:
+            yield current
