@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 
@@ -113,21 +114,40 @@ def _trace_state(trace_state: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in trace_state.items()) if trace_state else ""
 
 
+# Per-span constants, encoded once: the flags field (local or remote parent), the kind field, an
+# UNSET status, and name fields (span names are low-cardinality by design).
+_FLAGS_LOCAL = b"\x85\x01" + _pack_i(_CONTEXT_HAS_IS_REMOTE)
+_FLAGS_REMOTE = b"\x85\x01" + _pack_i(_CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE)
+_KIND = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}  # proto kind = SDK kind + 1
+_STATUS_UNSET = b"\x7a\x00"
+_pack_times = struct.Struct("<BQBQ").pack  # start (field 7, fixed64) and end (field 8, fixed64)
+_NAMES_MAX = 4096
+_names: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    encoded = _names.get(name)
+    if encoded is None:
+        encoded = _field(b"\x2a", name.encode())
+        if len(_names) >= _NAMES_MAX:
+            _names.clear()
+        _names[name] = encoded
+    return encoded
+
+
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message body."""
     ctx = span.context
     parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
-    state = _trace_state(ctx.trace_state)
-    if state:
-        parts.append(_field(b"\x1a", state.encode()))
+    if ctx.trace_state:
+        parts.append(_field(b"\x1a", _trace_state(ctx.trace_state).encode()))
     parent = span.parent
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
     parts += (
-        _field(b"\x2a", span.name.encode()),
-        b"\x30", bytes((span.kind.value + 1,)),  # proto SpanKind = SDK SpanKind + 1 (0 is UNSPECIFIED)
-        b"\x39", _pack_q(span.start_time or 0),
-        b"\x41", _pack_q(span.end_time or 0),
+        _name(span.name),
+        _KIND[span.kind],
+        _pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0),
         _attributes(b"\x4a", span.attributes),
     )
     if span.dropped_attributes:
@@ -150,10 +170,14 @@ def encode_span(span: ReadableSpan) -> bytes:
     if span.dropped_links:
         parts += (b"\x70", _varint(span.dropped_links))
     status = span.status
-    body = _field(b"\x12", status.description.encode()) if status.description else b""
-    if status.status_code.value:
-        body += b"\x18" + _varint(status.status_code.value)
-    parts += (_field(b"\x7a", body), b"\x85\x01", _flags(parent))
+    if status.status_code.value or status.description:
+        body = _field(b"\x12", status.description.encode()) if status.description else b""
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        parts.append(_field(b"\x7a", body))
+    else:
+        parts.append(_STATUS_UNSET)
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
