@@ -13,7 +13,7 @@ from typing import Protocol
 
 import httpx
 
-from trt_serving.schemas import HashRequest, HashResponse
+from trt_serving.schemas import HashResponse
 
 
 class HasherError(Exception):
@@ -70,8 +70,9 @@ class HasherClient:
 
     async def hash(self, base_url: str, images: Sequence[bytes], *, timeout_s: float,
                    headers: Mapping[str, str] | None = None) -> HashResponse:
-        # pydantic's serialiser writes the (large) base64 strings faster than json.dumps of a dict.
-        body = HashRequest(images=[base64.b64encode(img).decode("ascii") for img in images]).model_dump_json()
+        # A HashRequest, written directly: base64 needs no JSON escaping, and building the model
+        # only to dump it again (validation included) was ~3% of the router's CPU per hash.
+        body = '{"images":["' + '","'.join(base64.b64encode(img).decode("ascii") for img in images) + '"]}'
         try:
             if self._raw is not None and base_url.startswith("http://"):
                 status, retry_after, content = await self._post_raw(self._raw, base_url, body.encode(),

@@ -178,6 +178,7 @@ ENGINE = {"model": "face", "version": "2", "backend": "openvino", "precision": "
 async def test_hasher_client_writes_and_reads_hash_calls_through_the_raw_path() -> None:
     """HasherClient(raw=...) bypasses httpx's models: same request bytes on the wire, same results."""
     from trt_serving.client import HasherClient, HasherRejected, HasherUnavailable
+    from trt_serving.schemas import HashRequest
 
     async def pod(reader, writer, state) -> None:  # noqa: ANN001 - answers by the request's first image
         while True:
@@ -203,7 +204,8 @@ async def test_hasher_client_writes_and_reads_hash_calls_through_the_raw_path() 
         assert line == b"POST /v1/hash HTTP/1.1" and headers[b"traceparent"] == b"00-t"
         assert headers[b"host"] == srv.url.removeprefix("http://").encode()
         assert headers[b"content-type"] == b"application/json"
-        assert json.loads(body)["images"] == [base64.b64encode(b"\x01").decode(), base64.b64encode(b"\x02").decode()]
+        sent = HashRequest.model_validate_json(body)  # the pod's schema (extra fields forbidden)
+        assert sent.images == [base64.b64encode(b"\x01").decode(), base64.b64encode(b"\x02").decode()]
         with pytest.raises(HasherRejected) as rejected:
             await hasher.hash(srv.url, [b"bad"], timeout_s=2)
         assert (rejected.value.status, rejected.value.code, str(rejected.value)) == (400, "bad_image", "not an image")
