@@ -4,12 +4,12 @@ Starts a trivial upstream hasher (raw ASGI, constant-time answer) and a real rou
 (`python -m router`) in front of it, then in one run:
 
 1. latency: the same POST /v1/hash sent directly to the upstream and through the router,
-   interleaved, at a moderate concurrency; p50/p99 of each and the difference;
+   interleaved, paced at each moderate rate given; p50/p99 of each and the difference;
 2. throughput: the router alone at high concurrency for a fixed time.
 
 Usage:
-    .venv/bin/python bench/bench_router.py [--requests 2000] [--concurrency 4] [--rate 200] [--max-concurrency 32]
-        [--seconds 10]
+    .venv/bin/python bench/bench_router.py [--requests 2000] [--concurrency 4] [--rate 200 600]
+        [--max-concurrency 32] [--seconds 10]
 
 The client (bench/rawhttp.py: prebuilt request bytes over keep-alive connections) runs in this
 process and costs a few per cent of a core; httpx, used before, topped out near 400 requests/s
@@ -165,8 +165,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests per path in the latency run")
     ap.add_argument("--concurrency", type=int, default=4, help="connections per path in the latency run")
-    ap.add_argument("--rate", type=float, default=200.0,
-                    help="requests/s per path in the latency run (moderate load: ~1/3 of one router process here)")
+    ap.add_argument("--rate", type=float, nargs="+", default=[200.0, 600.0],
+                    help="requests/s per path of each latency run (moderate loads: ~1/10 and ~1/3 of one router "
+                         "process's capacity here)")
     ap.add_argument("--max-concurrency", type=int, default=32, help="concurrency of the throughput run")
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
     ap.add_argument("--serve-upstream", type=int, default=None, help=argparse.SUPPRESS)
@@ -201,26 +202,27 @@ def main() -> int:
             wait_ready(f"{direct}/v2/health/ready", procs[-1])
             procs.append(subprocess.Popen([sys.executable, "-m", "router"], env=env))
             wait_ready(f"{router}/readyz", procs[-1])
-            lat_direct, lat_router = asyncio.run(
-                latency_run(direct, router, args.requests, args.concurrency, args.rate))
+            latencies = {rate: asyncio.run(latency_run(direct, router, args.requests, args.concurrency, rate))
+                         for rate in args.rate}
             rps, errors = asyncio.run(throughput_run(router, args.max_concurrency, args.seconds))
         finally:
             for p in procs:
                 p.terminate()
                 p.wait(10)
     ms = 1000.0
-    d50, d99 = pct(lat_direct, 0.5) * ms, pct(lat_direct, 0.99) * ms
-    r50, r99 = pct(lat_router, 0.5) * ms, pct(lat_router, 0.99) * ms
+    rates = " ".join(f"{r:g}" for r in args.rate)
     print(f"Command: .venv/bin/python bench/bench_router.py --requests {args.requests} --concurrency "
-          f"{args.concurrency} --rate {args.rate:g} --max-concurrency {args.max_concurrency} "
-          f"--seconds {args.seconds:g}")
-    print()
-    print(f"| path ({args.rate:g} req/s each over {args.concurrency} connections, {args.requests} req each) "
-          "| p50 ms | p99 ms |")
-    print("| --- | --- | --- |")
-    print(f"| direct to the upstream | {d50:.2f} | {d99:.2f} |")
-    print(f"| through the router | {r50:.2f} | {r99:.2f} |")
-    print(f"| **added by the router** | **{r50 - d50:.2f}** | **{r99 - d99:.2f}** |")
+          f"{args.concurrency} --rate {rates} --max-concurrency {args.max_concurrency} --seconds {args.seconds:g}")
+    for rate, (lat_direct, lat_router) in latencies.items():
+        d50, d99 = pct(lat_direct, 0.5) * ms, pct(lat_direct, 0.99) * ms
+        r50, r99 = pct(lat_router, 0.5) * ms, pct(lat_router, 0.99) * ms
+        print()
+        print(f"| path ({rate:g} req/s each over {args.concurrency} connections, {args.requests} req each) "
+              "| p50 ms | p99 ms |")
+        print("| --- | --- | --- |")
+        print(f"| direct to the upstream | {d50:.2f} | {d99:.2f} |")
+        print(f"| through the router | {r50:.2f} | {r99:.2f} |")
+        print(f"| **added by the router** | **{r50 - d50:.2f}** | **{r99 - d99:.2f}** |")
     print()
     print(f"| throughput (concurrency {args.max_concurrency}, {args.seconds:g} s) | value |")
     print("| --- | --- |")
