@@ -57,20 +57,14 @@ def _is_json(content_type: str) -> bool:
 
 
 async def _read_body(receive: Any) -> bytes:
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise _Disconnected
-    body = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _Disconnected
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class FastPathMiddleware:

@@ -22,7 +22,6 @@ from collections import defaultdict
 import httpx
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-_MAX_HEAD = 64 * 1024
 
 
 class _Stale(Exception):

@@ -63,8 +63,8 @@ def _clean(key: str, value: Any) -> Any:
         items = tuple(_clean(key, v) for v in value)
         return None if any(v is None for v in items) else items
     if isinstance(value, Mapping):
-        items_ = {str(k): _clean(key, v) for k, v in value.items()}
-        return None if any(v is None for v in items_.values()) else items_
+        mapping = {str(k): _clean(key, v) for k, v in value.items()}
+        return None if any(v is None for v in mapping.values()) else mapping
     log.warning("invalid type %s for attribute %r; dropped", type(value).__name__, key)
     return None
 
