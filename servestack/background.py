@@ -30,11 +30,34 @@ def _ports_free(offset: int, host: str) -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux default when unreadable)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def offset_candidates(ephemeral: tuple[int, int]) -> range:
+    """Offsets that put every default port outside `ephemeral`.
+
+    The stack's services start one after another over seconds to minutes; a port inside the
+    ephemeral range can meanwhile become some outgoing connection's local port (a health poll,
+    an exporter's keep-alive), and the service that was to listen there then fails to bind.
+    """
+    low_port, high_port = min(DEFAULT_PORTS.values()), max(DEFAULT_PORTS.values())
+    below = range(max(10, 1024 - low_port), ephemeral[0] - high_port, 10)
+    above = range(ephemeral[1] + 1 - low_port, 65536 - high_port, 10)
+    return below if len(below) >= len(above) else above
+
+
 def free_port_offset(host: str = "127.0.0.1") -> int:
-    """An offset that moves every default port of the stack onto free ports."""
+    """An offset that moves every default port of the stack onto free ports outside the ephemeral range."""
+    candidates = offset_candidates(_ephemeral_range())
     rng = random.Random()
     for _ in range(50):
-        offset = rng.randrange(20_000, 50_000, 10)
+        offset = rng.choice(candidates)
         if _ports_free(offset, host):
             return offset
     raise StackStartError("no free port range found for a background stack")
