@@ -73,6 +73,8 @@ class RouterSettings(BaseSettings):
     template_migration: bool = Field(True, description="enrol other arms' codes after an accepted verification")
     enroll_all_arms: bool = Field(True, description="enrol on every weighted arm of a route, not only the chosen one")
     ready_requires_backends: bool = Field(True, description="/readyz needs a healthy replica per route")
+    gc_freeze: bool = Field(True, description="freeze the objects alive at start-up out of the garbage "
+                                              "collector's reach (fewer, shorter collections under load)")
 
     @model_validator(mode="after")
     def _check(self) -> RouterSettings:

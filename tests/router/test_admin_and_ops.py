@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import yaml
 
@@ -122,6 +123,24 @@ async def test_readiness_and_liveness(tmp_path):
             pod.ready = True
         await router.app.state.health.check_all()
         assert (await router.client.get("/readyz")).status_code == 200
+
+
+async def test_start_up_freezes_what_is_alive_before_serving(tmp_path):
+    gc.unfreeze()
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    try:
+        async with running_router(tmp_path / "off") as router:  # the harness's default: off
+            assert gc.get_freeze_count() == 0
+            assert router.app.state.started
+        async with running_router(tmp_path / "on", gc_freeze=True) as router:
+            # The router's start-up objects (FastAPI, pydantic, SQLAlchemy, OTel) are out of reach
+            # of later collections; a request still works.
+            assert gc.get_freeze_count() > 10_000
+            r = await router.client.post("/v1/hash", json={"modality": "face", "images": [b64(b"x")]}, headers=AUTH)
+            assert r.status_code == 200
+    finally:
+        gc.unfreeze()
 
 
 async def test_docs_work_offline_and_document_the_threshold(router):
