@@ -10,7 +10,9 @@ spans per verify, so at 100 % sampling that was a fifth of its CPU per request.
 * It is an OpenTelemetry API ``Tracer``; its spans are API ``Span`` objects (context propagation,
   ``use_span``, ``traced()`` unchanged) and SDK ``ReadableSpan`` objects (every exporter, the OTLP
   encoders and the in-memory test exporter read them).
-* Ended spans go to the provider's span processors (the batch processor and its OTLP exporter).
+* Ended spans go to the provider's span processors (the batch processor and its OTLP exporter),
+  each called directly; an ``on_start`` known to do nothing (the SDK's and our processors') is
+  not called. Processors added to the provider later are picked up at the next span.
 * Sampling is ``ParentBased(TraceIdRatioBased(ratio))``, the sampler ``setup_telemetry`` always
   configures, decided inline: a valid parent's sampled flag, else the trace id's low 64 bits
   against the same bound as the SDK's. Unsampled spans are ``NonRecordingSpan`` as in the SDK.
@@ -19,7 +21,9 @@ spans per verify, so at 100 % sampling that was a fifth of its CPU per request.
   tuples, mappings as dicts; anything else (None included) is dropped with a warning.
 
 What it leaves out: pluggable samplers and id generators, per-span locks (a span is changed and
-ended by the code that started it; a second ``end()`` is ignored), and the SDK's self-metrics.
+ended by the code that started it; a second ``end()`` is ignored), the SDK's self-metrics and its
+``_on_ending`` hook. Fields most spans never change (events, links, drop counts, status) are
+class-level defaults until first changed.
 ``SERVESTACK_TRACER=sdk`` switches back to the SDK's tracer.
 """
 
@@ -38,20 +42,38 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY as SPAN_KEY  # the key get_current_span reads
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger(__name__)
 
 MAX_ATTRIBUTES = MAX_EVENTS = MAX_LINKS = 128  # the SDK's SpanLimits defaults
 _PRIMITIVE = (str, bool, int, float, bytes)
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVE)
 _UNSET = Status(StatusCode.UNSET)
 _LOW64 = TraceIdRatioBased.TRACE_ID_LIMIT
 # Flags of a new span: sampled or not; our ids are random (W3C level 2 "random" flag, as the SDK).
 _FLAGS = {f: TraceFlags(f) for f in range(4)}
 _RANDOM = TraceFlags.RANDOM_TRACE_ID
+
+
+# on_start of the processors we configure does nothing: skip the call (spans end through on_end).
+_NOOP_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
+
+
+class _Processors:
+    """The span processors to call: all of them on end, the ones with a real ``on_start`` on start."""
+
+    __slots__ = ("ending", "starting", "source")
+
+    def __init__(self, ending: tuple[SpanProcessor, ...], starting: tuple[SpanProcessor, ...],
+                 source: object = None) -> None:
+        self.ending, self.starting, self.source = ending, starting, source
 
 
 def _clean(key: str, value: Any) -> Any:
@@ -79,6 +101,19 @@ def _random_id(bits: int) -> int:
 class LeanSpan(trace.Span, ReadableSpan):
     """A recording span; read by exporters as a ``ReadableSpan`` once ended (then immutable)."""
 
+    # ReadableSpan's fields that most spans never change: class-level defaults, shadowed per
+    # instance on first change (one store fewer per field and span).
+    _instrumentation_info = None
+    _end_time: int | None = None
+    _dropped_attributes = 0
+    _events: Sequence[Event] = ()  # a list once an event is added
+    _dropped_events = 0
+    _links: Sequence[Link] = ()
+    _dropped_links = 0
+    _status = _UNSET
+    _record_exception = True
+    _set_status_on_exception = True
+
     def __init__(self, tracer: LeanTracer, name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, attributes: Mapping[str, Any] | None, links: Sequence[Link],
                  start_time: int | None, record_exception: bool, set_status_on_exception: bool) -> None:
@@ -89,22 +124,25 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._kind = kind
         self._resource = tracer.resource
         self._instrumentation_scope = tracer.scope
-        self._instrumentation_info = None
-        self._end_time: int | None = None
-        self._attributes: dict[str, AttributeValue] = {}
-        self._dropped_attributes = 0
         if attributes:
-            self.set_attributes(attributes)
-        self._events: list[Event] = []
-        self._dropped_events = 0
-        valid = [link for link in links if link and (link.context.is_valid or link.attributes)]
-        self._links = valid[:MAX_LINKS]
-        self._dropped_links = len(valid) - len(self._links)
-        self._status = _UNSET
+            # The common case, a few primitive values, is one dict copy; anything else goes the long way.
+            if len(attributes) <= MAX_ATTRIBUTES and _PRIMITIVE_TYPES.issuperset(map(type, attributes.values())):
+                self._attributes: dict[str, AttributeValue] = dict(attributes)
+            else:
+                self._attributes = {}
+                self.set_attributes(attributes)
+        else:
+            self._attributes = {}
+        if links:
+            valid = [link for link in links if link and (link.context.is_valid or link.attributes)]
+            self._links = valid[:MAX_LINKS]
+            self._dropped_links = len(valid) - len(self._links)
         self._start_time = start_time if start_time is not None else time_ns()
-        self._processor = tracer.processor
-        self._record_exception = record_exception
-        self._set_status_on_exception = set_status_on_exception
+        self._tracer = tracer
+        if not record_exception:
+            self._record_exception = False
+        if not set_status_on_exception:
+            self._set_status_on_exception = False
 
     # --- ReadableSpan -------------------------------------------------------------------------
     @property
@@ -156,7 +194,9 @@ class LeanSpan(trace.Span, ReadableSpan):
             self._dropped_events += 1
             return
         clean = {k: c for k, v in (attributes or {}).items() if (c := _clean(k, v)) is not None}
-        self._events.append(Event(name, clean, timestamp))
+        if not self._events:
+            self._events = []
+        self._events.append(Event(name, clean, timestamp))  # type: ignore[attr-defined]
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if self._end_time is not None or not (context.is_valid or attributes):
@@ -164,7 +204,9 @@ class LeanSpan(trace.Span, ReadableSpan):
         if len(self._links) >= MAX_LINKS:
             self._dropped_links += 1
             return
-        self._links.append(Link(context, attributes))
+        if not self._links:
+            self._links = []
+        self._links.append(Link(context, attributes))  # type: ignore[attr-defined]
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
@@ -197,7 +239,8 @@ class LeanSpan(trace.Span, ReadableSpan):
             log.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        self._processor.on_end(self)
+        for p in self._tracer._processors().ending:
+            p.on_end(self)
 
     def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:
         if exc_val is not None and self.is_recording():
@@ -225,27 +268,46 @@ class LeanTracer(trace.Tracer):
         self.processor = processor
         self.sample_ratio = sample_ratio
         self._bound = TraceIdRatioBased.get_bound_for_rate(sample_ratio)
+        self._procs = _Processors((), ())
 
     def start_span(self, name: str, context: otel_context.Context | None = None,
                    kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None,
                    links: Sequence[Link] | None = (), start_time: int | None = None,
                    record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
-        if parent is not None and parent.is_valid:
-            trace_id, sampled, state = parent.trace_id, parent.trace_flags.sampled, parent.trace_state
-            random_id = parent.trace_flags.random_trace_id
+        parent_span = (context if context is not None else otel_context.get_current()).get(SPAN_KEY)
+        parent: SpanContext | None
+        # A SpanContext is a tuple: one unpack instead of a property call per field.
+        if isinstance(parent_span, trace.Span):
+            trace_id, _, _, parent_flags, state, valid = parent = parent_span.get_span_context()
         else:
-            parent, state, random_id = None, None, True
+            valid = False
+        if valid:
+            sampled, random_id = parent_flags & 1, parent_flags & _RANDOM
+        else:
+            parent, state, random_id = None, DEFAULT_TRACE_STATE, _RANDOM
             trace_id = _random_id(128)
             sampled = (trace_id & _LOW64) < self._bound
-        flags = _FLAGS[(1 if sampled else 0) | (_RANDOM if random_id else 0)]
-        span_context = SpanContext(trace_id, _random_id(64), is_remote=False, trace_flags=flags, trace_state=state)
+        # SpanContext(...) re-checks the ids' ranges; ours are in range and non-zero by construction.
+        span_context = tuple.__new__(SpanContext, (trace_id, _random_id(64), False,
+                                                   _FLAGS[(1 if sampled else 0) | random_id], state, True))
         if not sampled:
             return trace.NonRecordingSpan(span_context)
         span = LeanSpan(self, name, span_context, parent, kind, attributes, links or (), start_time,
                         record_exception, set_status_on_exception)
-        self.processor.on_start(span, parent_context=context)
+        procs = self._processors()
+        for p in procs.starting:
+            p.on_start(span, parent_context=context)
         return span
+
+    def _processors(self) -> _Processors:
+        """The provider's processors now (one may be added at any time), with the no-op starters out."""
+        current = getattr(self.processor, "_span_processors", None)
+        if current is None:  # not a multi-processor we know: call it as it is
+            return _Processors((self.processor,), (self.processor,))
+        if current is not self._procs.source:
+            self._procs = _Processors(current, tuple(p for p in current if type(p).on_start not in _NOOP_ON_START),
+                                      source=current)
+        return self._procs
 
     @contextmanager
     def start_as_current_span(self, name: str, context: otel_context.Context | None = None,

@@ -182,3 +182,31 @@ def test_a_processor_added_later_gets_the_lean_spans() -> None:
     (span,) = memory.get_finished_spans()
     assert span.name == "late" and span.resource.attributes["service.name"] == "s"
     assert span.instrumentation_scope.name == "s"
+
+
+class _Starts(SpanProcessor):
+    """A processor with a real on_start: sees each span start (with its parent context) and end."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def on_start(self, span: trace.Span, parent_context: object = None) -> None:
+        self.events.append(("start", span.name))  # type: ignore[attr-defined]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.events.append(("end", span.name))
+
+
+def test_processors_added_between_spans_are_called_and_real_on_starts_run() -> None:
+    tel = setup_telemetry("s", "1", TracingSettings(endpoint=None))
+    first = InMemorySpanExporter()
+    tel.add_span_processor(SimpleSpanProcessor(first))  # a no-op on_start: skipped, on_end called
+    with traced(tel.tracer, "one"):
+        pass
+    starts = _Starts()
+    tel.add_span_processor(starts)
+    with traced(tel.tracer, "two"):
+        open_span = tel.tracer.start_span("three")
+    open_span.end()
+    assert [s.name for s in first.get_finished_spans()] == ["one", "two", "three"]
+    assert starts.events == [("start", "two"), ("start", "three"), ("end", "two"), ("end", "three")]
