@@ -9,8 +9,9 @@ thread included) over N requests after a flush; the median of ``--repeats``.
     .venv/bin/python bench/bench_spans.py [--requests 3000] [--repeats 5]
 
 Pipelines:
-  stock SDK      the SDK's tracer, the official encoder (SERVESTACK_TRACER=sdk, SERVESTACK_OTLP_ENCODER=official)
-  lean + fast    tracing.lean.LeanTracer, tracing.otlp_encode (the defaults)
+  stock SDK      the SDK's tracer, BatchSpanProcessor and official encoder (SERVESTACK_TRACER=sdk,
+                 SERVESTACK_OTLP_ENCODER=official)
+  lean + fast    tracing.lean.LeanTracer, tracing.batch, tracing.otlp_encode (the defaults)
   lean, no encoding   LeanTracer with an exporter that drops batches unencoded: span making alone
 """
 
@@ -31,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import SpanKind, Tracer  # noqa: E402
 
 from tracing import Telemetry, TracingSettings, setup_telemetry, traced  # noqa: E402
+from tracing.batch import BoundedBatchSpanProcessor  # noqa: E402
 from tracing.otlp_encode import encode_request  # noqa: E402
 
 SPANS_PER_REQUEST = 7
@@ -70,9 +72,11 @@ def verify_spans(t: Tracer) -> None:
 
 
 def pipeline(lean: bool, encode: Callable[[Sequence[ReadableSpan]], object] | None) -> Telemetry:
+    """The stock pipeline batches through the SDK's BatchSpanProcessor, ours through tracing.batch."""
     tel = setup_telemetry("servestack-router", "bench", TracingSettings(endpoint=None, lean_tracer=lean))
-    tel.add_span_processor(BatchSpanProcessor(EncodeAndDrop(encode), max_queue_size=2048,
-                                              max_export_batch_size=512, schedule_delay_millis=500))
+    processor = BoundedBatchSpanProcessor if lean else BatchSpanProcessor
+    tel.add_span_processor(processor(EncodeAndDrop(encode), max_queue_size=2048, max_export_batch_size=512,
+                                     schedule_delay_millis=500))
     return tel
 
 

@@ -39,9 +39,10 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+from tracing.batch import BoundedBatchSpanProcessor
 from tracing.lean import LeanTracer
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,7 @@ def setup_telemetry(
         log.info("exporting spans over OTLP (%s) to %s", settings.protocol, settings.endpoint)
     if chosen is not None:
         provider.add_span_processor(
-            BatchSpanProcessor(
+            BoundedBatchSpanProcessor(
                 chosen,
                 max_queue_size=settings.max_queue_size,
                 max_export_batch_size=settings.max_export_batch_size,
