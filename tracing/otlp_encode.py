@@ -22,6 +22,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
+from tracing.lean import LeanSpan
+
 log = logging.getLogger(__name__)
 
 _pack_q = struct.Struct("<Q").pack
@@ -31,7 +33,7 @@ _pack_d = struct.Struct("<d").pack
 _CONTEXT_HAS_IS_REMOTE = 0x100  # SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _CONTEXT_IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _ATTR_CACHE_MAX = 8192
-_attr_cache: dict[tuple[str, type, Any], bytes] = {}
+_attr_cache: dict[tuple[bytes, str, type, Any], bytes] = {}
 
 
 def _varint(n: int) -> bytes:
@@ -50,7 +52,11 @@ def _varint(n: int) -> bytes:
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: ``tag`` (already encoded), length, payload."""
     n = len(payload)
-    return tag + (bytes((n,)) if n < 0x80 else _varint(n)) + payload
+    if n < 0x80:
+        return tag + bytes((n,)) + payload
+    if n < 0x4000:  # a span: two length bytes
+        return tag + bytes(((n & 0x7F) | 0x80, n >> 7)) + payload
+    return tag + _varint(n) + payload
 
 
 def _any_value(value: Any) -> bytes:
@@ -85,22 +91,24 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
     parts = []
+    cache = _attr_cache
     for key, value in attributes.items():
-        scalar = isinstance(value, (str, int, float))  # bool is an int; the type is part of the key
-        cache_key = (key, type(value), value) if scalar else None
-        encoded = _attr_cache.get(cache_key) if scalar else None  # type: ignore[arg-type]
+        # The value's type is part of the key: True == 1 == 1.0, but each encodes differently.
+        cache_key: tuple[bytes, str, type, Any] | None = (tag, key, type(value), value)
+        try:
+            encoded = cache.get(cache_key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value (a mapping): encoded each time
+            encoded = cache_key = None
         if encoded is None:
             try:
                 encoded = _field(tag, _key_value(key, value))
             except (TypeError, UnicodeEncodeError) as exc:
                 log.error("span attribute %r not exported: %s", key, exc)
                 continue
-            if scalar:
-                if len(_attr_cache) >= _ATTR_CACHE_MAX:
-                    _attr_cache.clear()
-                _attr_cache[cache_key] = encoded  # type: ignore[index]
-        elif tag != encoded[:1]:
-            encoded = tag + encoded[1:]
+            if cache_key is not None:
+                if len(cache) >= _ATTR_CACHE_MAX:
+                    cache.clear()
+                cache[cache_key] = encoded
         parts.append(encoded)
     return b"".join(parts)
 
@@ -135,8 +143,40 @@ def _name(name: str) -> bytes:
     return encoded
 
 
+_M64 = (1 << 64) - 1
+_pack_ids = struct.Struct(">2sQQ2sQ").pack  # trace id (field 1) and span id (field 2), big-endian bytes
+_pack_ids_parent = struct.Struct(">2sQQ2sQ2sQ").pack  # ... and the parent span id (field 4)
+
+
+def _encode_plain_lean(span: LeanSpan) -> bytes | None:
+    """The ``Span`` body of a lean span of the common shape (no trace state, events, links or
+    drops), straight from its fields: the hot path of every export. None for any other span."""
+    ctx = span.get_span_context()
+    if span._events or span._links or span._dropped_attributes or ctx[4]:
+        return None
+    trace_id = ctx[0]
+    parent = span._parent
+    if parent is None:
+        ids = _pack_ids(b"\x0a\x10", trace_id >> 64, trace_id & _M64, b"\x12\x08", ctx[1])
+        flags = _FLAGS_LOCAL
+    else:
+        ids = _pack_ids_parent(b"\x0a\x10", trace_id >> 64, trace_id & _M64, b"\x12\x08", ctx[1],
+                               b"\x22\x08", parent[1])
+        flags = _FLAGS_REMOTE if parent[2] else _FLAGS_LOCAL
+    status = span._status
+    if status.status_code.value or status.description:
+        return None
+    return b"".join((ids, _name(span._name), _KIND[span._kind],
+                     _pack_times(0x39, span._start_time or 0, 0x41, span._end_time or 0),
+                     _attributes(b"\x4a", span._attributes), _STATUS_UNSET, flags))
+
+
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message body."""
+    if type(span) is LeanSpan:
+        plain = _encode_plain_lean(span)
+        if plain is not None:
+            return plain
     ctx = span.context
     parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
     if ctx.trace_state:

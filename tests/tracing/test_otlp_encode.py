@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+import requests
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -16,7 +18,9 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.span import TraceState
 
 from tests.observability.otlp_sink import OtlpSink
+from tracing import TracingSettings, setup_telemetry
 from tracing.exporter import FastOTLPSpanExporter
+from tracing.lean import LeanSpan
 from tracing.otlp_encode import encode_request
 
 
@@ -127,6 +131,58 @@ def test_the_exporter_delivers_through_the_official_transport(sink: OtlpSink) ->
     (span,) = sink.wait_for(lambda s: len(s) == 1, timeout_s=5)
     assert (span.name, span.attributes) == ("verify", {"servestack.arm": "v2"})
     exporter.shutdown()
+
+
+def test_the_exporter_takes_the_urllib3_transport_only_where_requests_changes_nothing(
+    sink: OtlpSink, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    provider, memory = _provider()
+    with provider.get_tracer("t").start_as_current_span("verify"):
+        pass
+    plain = FastOTLPSpanExporter(endpoint=sink.traces_url, timeout=5)
+    assert type(plain._client._transport).__name__ == "Urllib3HTTPTransport"
+    assert plain.export(list(memory.get_finished_spans())) is SpanExportResult.SUCCESS
+    assert [s.name for s in sink.wait_for(lambda s: len(s) == 1, timeout_s=5)] == ["verify"]
+    plain.shutdown()
+    # A proxy variable, a .netrc file, a caller's session or an https endpoint: requests as shipped.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert type(FastOTLPSpanExporter(endpoint=sink.traces_url)._client._transport).__name__ == "RequestsHTTPTransport"
+    monkeypatch.delenv("HTTPS_PROXY")
+    (tmp_path / "netrc").write_text("machine collector login u password p\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert type(FastOTLPSpanExporter(endpoint=sink.traces_url)._client._transport).__name__ == "RequestsHTTPTransport"
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert type(FastOTLPSpanExporter(endpoint="https://collector:4318/v1/traces")._client._transport).__name__ \
+        == "RequestsHTTPTransport"
+    session = requests.Session()
+    exporter = FastOTLPSpanExporter(endpoint=sink.traces_url, session=session)
+    assert exporter._client._transport._session is session
+
+
+def test_lean_spans_of_the_common_shape_encode_like_the_official_encoder() -> None:
+    """Lean spans without trace state, events or links take a path of their own: same result."""
+    memory = InMemorySpanExporter()
+    tel = setup_telemetry("servestack-router", "t", TracingSettings(endpoint=None))
+    tel.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = tel.tracer
+    with tracer.start_as_current_span("POST /v1/verify", kind=SpanKind.SERVER,
+                                      attributes={"http.request.method": "POST", "n": 3, "f": 0.5, "b": True}):
+        with tracer.start_as_current_span("upstream.hash", kind=SpanKind.CLIENT,
+                                          attributes={"servestack.arm": "v1", "long": "x" * 300}) as span:
+            span.set_status(Status(StatusCode.ERROR, "HTTP 503"))
+        with tracer.start_as_current_span("with event") as span:
+            span.add_event("replica ejected", {"server.address": "http://10.0.0.7:8001"})
+        with tracer.start_as_current_span("ok") as span:
+            span.set_status(StatusCode.OK)
+    with tracer.start_as_current_span("remote child", context=_remote_parent()):
+        pass
+    spans = list(memory.get_finished_spans())
+    assert all(type(s) is LeanSpan for s in spans) and len(spans) == 5
+    assert _ours(spans) == _official(spans)
+    assert _ours(spans * 3) == _official(spans * 3)  # the attribute cache warm, as in a router's batches
 
 
 def test_the_exporter_refuses_a_batch_over_the_request_cap(sink: OtlpSink) -> None:
