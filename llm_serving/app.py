@@ -26,7 +26,7 @@ from llm_serving.explain import ExplainOptions, ExplainService
 from llm_serving.generator import Generator
 from llm_serving.metrics import ExplainerMetrics
 from llm_serving.prepare import DEFAULT_MODEL_NAME
-from tracing import Telemetry, TraceMiddleware, setup_telemetry
+from tracing import Telemetry, TraceMiddleware, register_span_metrics, setup_telemetry
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "servestack-explainer"
@@ -106,6 +106,7 @@ def create_app(
     """
     telemetry = telemetry or setup_telemetry(SERVICE_NAME, _version())
     metrics = ExplainerMetrics(include_global=include_global_metrics)
+    register_span_metrics(metrics.registry, "servestack_explainer_spans_dropped_total", telemetry)
     real_engine = generator is None
     generator = generator or _default_generator(settings)
     options = ExplainOptions(

@@ -51,7 +51,7 @@ from router.ratelimit import RateLimiter
 from router.shadow import ShadowWork
 from router.templates import TemplateStore
 from router.upstream import HashGateway
-from tracing import Telemetry, TraceMiddleware, setup_telemetry
+from tracing import Telemetry, TraceMiddleware, register_span_metrics, setup_telemetry
 from trt_serving.client import HasherClient
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ def create_app(
     """
     telemetry = telemetry or setup_telemetry("servestack-router", settings.service_version)
     metrics = RouterMetrics()
+    register_span_metrics(metrics.registry, "servestack_router_spans_dropped_total", telemetry)
     assert settings.policy_path is not None  # RouterSettings refuses None
     holder = PolicyHolder(settings.policy_path, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
     keys = load_keys(settings.keys_file) if settings.keys_file is not None and not settings.auth_disabled else None

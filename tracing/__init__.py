@@ -6,6 +6,7 @@ with :class:`TraceMiddleware`; outgoing HTTP calls carry the context via :func:`
 """
 
 from tracing.logs import configure_json_logging
+from tracing.metrics import register_span_metrics
 from tracing.middleware import TraceMiddleware
 from tracing.propagation import current_ids, inject_headers
 from tracing.setup import Telemetry, TracingSettings, setup_telemetry
@@ -18,6 +19,7 @@ __all__ = [
     "configure_json_logging",
     "current_ids",
     "inject_headers",
+    "register_span_metrics",
     "setup_telemetry",
     "traced",
 ]

@@ -184,6 +184,13 @@ class Telemetry:
     # Upper bound on flushing at exit: a collector that is down must not hold a pod's shutdown
     # for the exporter's retry budget (tens of seconds) past Kubernetes' grace period.
     shutdown_timeout_s: float = 5.0
+    # The processor in front of the exporter (None when nothing is exported).
+    exporting: BoundedBatchSpanProcessor | None = None
+
+    @property
+    def spans_dropped(self) -> int:
+        """Spans the export queue dropped so far because it was full (a slow or absent collector)."""
+        return self.exporting.dropped if self.exporting is not None else 0
 
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Attach another processor (tests capture spans in memory this way)."""
@@ -274,18 +281,18 @@ def setup_telemetry(
     if chosen is None and settings.endpoint:
         chosen = _exporter(settings)
         log.info("exporting spans over OTLP (%s) to %s", settings.protocol, settings.endpoint)
+    exporting = None
     if chosen is not None:
-        provider.add_span_processor(
-            BoundedBatchSpanProcessor(
-                chosen,
-                max_queue_size=settings.max_queue_size,
-                max_export_batch_size=settings.max_export_batch_size,
-                schedule_delay_millis=settings.schedule_delay_ms,
-                export_timeout_millis=settings.export_timeout_ms,
-            )
+        exporting = BoundedBatchSpanProcessor(
+            chosen,
+            max_queue_size=settings.max_queue_size,
+            max_export_batch_size=settings.max_export_batch_size,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            export_timeout_millis=settings.export_timeout_ms,
         )
+        provider.add_span_processor(exporting)
     tracer = provider.get_tracer(service_name)  # a no-op tracer when OTEL_SDK_DISABLED=true
     if settings.lean_tracer and not isinstance(tracer, trace.NoOpTracer):
         # Same sampler, resource, scope and processors; a fraction of the CPU per span.
         tracer = LeanTracer(service_name, provider.resource, processor, settings.sample_ratio)
-    return Telemetry(provider=provider, tracer=tracer, service_name=service_name)
+    return Telemetry(provider=provider, tracer=tracer, service_name=service_name, exporting=exporting)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tracing import Telemetry, TraceMiddleware, TracingSettings, setup_telemetry
+from tracing import Telemetry, TraceMiddleware, TracingSettings, register_span_metrics, setup_telemetry
 from trt_serving.batcher import DynamicBatcher
 from trt_serving.config import HasherSettings
 from trt_serving.dataplane import DataPlane, Serving
@@ -101,6 +101,7 @@ def create_app(settings: HasherSettings, *, tracing: TracingSettings | None = No
     app.state.settings = settings
     app.state.telemetry = telemetry
     app.state.metrics = HasherMetrics(CollectorRegistry())
+    register_span_metrics(app.state.metrics.registry, "servestack_hasher_spans_dropped_total", telemetry)
     app.state.engine_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hasher-engine")
     app.state.decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers,
                                                thread_name_prefix="hasher-decode")

@@ -61,6 +61,10 @@ def test_prometheus_scrapes_router_hasher_and_explainer(stack: StackInfo, tmp_pa
             name = s["metric"]["service"]
             assert name in hashers and name.startswith(f"hasher-{s['metric']['model']}-v{s['metric']['version']}"), s
         prom.wait_for("servestack_hasher_queue_depth", lambda r: len(r) == len(hashers))
+        # Span export health, a counter per process: nothing dropped on a quiet stack.
+        for job, count in (("router", 1), ("hasher", len(hashers))):
+            dropped = prom.wait_for(f"servestack_{job}_spans_dropped_total", lambda r, n=count: len(r) == n)
+            assert all(float(s["value"][1]) == 0 for s in dropped), dropped
         prom.wait_for("sum(servestack_hasher_batch_size_count) > 0", lambda r: len(r) == 1)
 
         # Explainer: its own metrics and vLLM's re-exported ones.
@@ -69,5 +73,6 @@ def test_prometheus_scrapes_router_hasher_and_explainer(stack: StackInfo, tmp_pa
             waiting = prom.wait_for('vllm:num_requests_waiting{job="servestack-explainer"}', lambda r: len(r) >= 1)
             assert {s["metric"]["service"] for s in waiting} == explainer
             prom.wait_for('vllm:kv_cache_usage_perc{job="servestack-explainer"}', lambda r: len(r) >= 1)
+            prom.wait_for("servestack_explainer_spans_dropped_total", lambda r: len(r) == len(explainer))
             names = prom.metric_names()
             assert any(n.startswith("servestack_explainer_") for n in names), sorted(names)[:50]

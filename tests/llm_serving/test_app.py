@@ -115,6 +115,8 @@ async def test_model_explanation_is_returned_when_grounded() -> None:
     assert len(harness.generator.requests) == 1
     assert harness.generator.requests[0].json_schema is not None
     assert harness.metric("servestack_explainer_requests_total", source="model", status="ok") == 1
+    # Span export health: the counter is there (None would mean not exported), nothing dropped.
+    assert harness.app.state.metrics.registry.get_sample_value("servestack_explainer_spans_dropped_total") == 0
 
 
 async def test_wrong_number_retries_once_then_falls_back_to_template() -> None:

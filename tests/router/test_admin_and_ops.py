@@ -78,7 +78,7 @@ async def test_metrics_use_the_interface_names(router):
     for name in ("servestack_router_http_requests_total", "servestack_router_http_request_duration_seconds_bucket",
                  "servestack_router_upstream_requests_total", "servestack_router_upstream_duration_seconds_bucket",
                  "servestack_router_inflight_requests", "servestack_router_decisions_total",
-                 "servestack_router_policy_weight"):
+                 "servestack_router_policy_weight", "servestack_router_spans_dropped_total"):
         assert name in text, name
     assert router.metric("servestack_router_http_requests_total", method="POST", path="/v1/verify",
                          status="200") == 1

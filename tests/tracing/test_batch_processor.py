@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.observability.otlp_sink import free_port
-from tracing import Telemetry, TracingSettings, setup_telemetry
+from tracing import Telemetry, TracingSettings, register_span_metrics, setup_telemetry
 from tracing.batch import BoundedBatchSpanProcessor
 
 
@@ -173,3 +174,22 @@ def test_settings_bounds_are_refused() -> None:
                {"schedule_delay_millis": 0}):
         with pytest.raises(ValueError):
             BoundedBatchSpanProcessor(_Recorder(), **kw)
+
+
+def test_drops_are_a_prometheus_counter_read_at_scrape_time() -> None:
+    exporter = _StuckExporter()
+    settings = TracingSettings(max_queue_size=4, max_export_batch_size=2, schedule_delay_ms=10)
+    tel = setup_telemetry("svc", "1", settings, exporter=exporter)
+    registry = CollectorRegistry()
+    register_span_metrics(registry, "servestack_router_spans_dropped_total", tel)
+    assert registry.get_sample_value("servestack_router_spans_dropped_total") == 0
+    _spans(tel, ["first"])
+    assert exporter.entered.wait(5)
+    _spans(tel, [f"span-{i}" for i in range(10)])  # 4 fit in the queue
+    assert tel.spans_dropped == 6
+    assert registry.get_sample_value("servestack_router_spans_dropped_total") == 6
+    assert "# TYPE servestack_router_spans_dropped_total counter" in generate_latest(registry).decode()
+    exporter.release.set()
+    tel.shutdown()
+    # Nothing exported, nothing dropped: the counter reads 0.
+    assert setup_telemetry("svc", "1", TracingSettings(endpoint=None)).spans_dropped == 0

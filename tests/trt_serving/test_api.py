@@ -147,7 +147,7 @@ def test_metrics_and_spans(pod, helpers) -> None:  # noqa: ANN001
     for name in ("servestack_hasher_requests_total{status=\"200\"}", "servestack_hasher_request_duration_seconds",
                  "servestack_hasher_queue_depth", "servestack_hasher_queue_wait_seconds",
                  "servestack_hasher_batch_size", "servestack_hasher_engine_duration_seconds",
-                 "servestack_hasher_inflight_requests",
+                 "servestack_hasher_inflight_requests", "servestack_hasher_spans_dropped_total 0.0",
                  'servestack_hasher_engine_info{backend="openvino",model="fingerprint",'
                  'precision="int8",version="1"} 1.0'):
         assert name in text, name
