@@ -1,4 +1,4 @@
-"""Random 128-bit ids (audit ids, fallback trace ids) without a syscall per id.
+"""Random 128-bit ids (audit ids) without a syscall per id.
 
 ``uuid.uuid4()`` reads ``os.urandom`` on every call; the read releases the GIL, and on a busy
 router the event loop then waits for the audit writer thread to hand it back (py-spy put ~20% of

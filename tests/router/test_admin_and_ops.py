@@ -101,6 +101,18 @@ async def test_spans_of_a_verification_share_the_returned_trace_id(router):
     assert audit["trace_id"] == trace_id
 
 
+async def test_with_tracing_disabled_header_body_and_audit_agree_on_the_zero_trace_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    async with running_router(tmp_path) as router:
+        await router.client.post("/v1/enroll", headers=AUTH, json={"subject_id": "z", "face": b64(b"z")})
+        r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "z", "face": b64(b"z")})
+        assert r.status_code == 200
+        assert r.headers["x-trace-id"] == r.json()["trace_id"] == "0" * 32
+        audit = (await router.client.get(f"/v1/audit/{r.json()['audit_id']}", headers=AUTH)).json()
+        assert audit["trace_id"] == "0" * 32
+        assert router.spans.get_finished_spans() == ()
+
+
 async def test_readiness_and_liveness(tmp_path):
     async with running_router(tmp_path) as router:
         assert (await router.client.get("/healthz")).json() == {"status": "ok"}
