@@ -21,6 +21,11 @@ output says which target ran.
 
     .venv/bin/python bench/bench_tracing.py --duration-s 6 --rounds 4 --concurrency 32 [--workload both]
 
+An A/B of a router setting, interleaved in the same run (e.g. the start-up gc freeze):
+
+    .venv/bin/python bench/bench_tracing.py --workload verify --modes off ratio=1.0 \\
+        --variant-env SERVESTACK_ROUTER_GC_FREEZE=false
+
 Modes:
   off        OTEL_SDK_DISABLED=true: the SDK hands out a no-op tracer (no spans, zero trace ids)
   ratio=1.0  every trace exported over OTLP/HTTP (also the default: OTEL_TRACES_SAMPLER_ARG unset)
@@ -81,6 +86,19 @@ def modes(sink: OtlpSink) -> list[Mode]:
               "SERVESTACK_OTLP_ENCODER": "official"}),
         Mode("ratio=0.1", {**export, "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
     ]
+
+
+def selected_modes(sink: OtlpSink, names: list[str], variant: dict[str, str]) -> list[Mode]:
+    """The modes named (all when none), each followed by its variant with ``variant``'s
+    variables set on the router (an A/B of a router setting, interleaved in one run)."""
+    chosen = [m for m in modes(sink) if not names or m.name in names]
+    unknown = set(names) - {m.name for m in chosen}
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {sorted(unknown)}; modes: {[m.name for m in modes(sink)]}")
+    if not variant:
+        return chosen
+    label = " ".join(f"{k}={v}" for k, v in variant.items())
+    return [v for m in chosen for v in (m, Mode(f"{m.name} [{label}]", {**m.env, **variant}))]
 
 
 def router_importable() -> bool:
@@ -300,8 +318,18 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--workload", choices=(*WORKLOADS, "both"), default="both")
     ap.add_argument("--target", choices=("auto", "router", "minimal"), default="auto")
+    ap.add_argument("--modes", nargs="+", default=[], metavar="MODE",
+                    help="run only these modes (default: all; 'off' must be one: the baseline)")
+    ap.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="also run each mode with this variable set on the router (repeatable): an A/B in one run")
     ap.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.modes and "off" not in args.modes:
+        ap.error("--modes must include 'off', the baseline of the table")
+    bad = [kv for kv in args.variant_env if "=" not in kv]
+    if bad:
+        ap.error(f"--variant-env takes KEY=VALUE, got {bad}")
+    variant = dict(kv.split("=", 1) for kv in args.variant_env)
     if args.serve_minimal:
         serve_minimal(args.serve_minimal)
         return
@@ -330,7 +358,7 @@ def main() -> None:
             spans: dict[str, dict[str, int]] = {w: {} for w in workloads}
             for _ in range(args.rounds):
                 for workload in workloads:
-                    for mode in modes(sink):
+                    for mode in selected_modes(sink, args.modes, variant):
                         before = sink.received
                         results[workload].setdefault(mode.name, []).append(
                             run_mode(state, mode, workload, api_key, upstream, args))
