@@ -75,6 +75,8 @@ class RouterSettings(BaseSettings):
     ready_requires_backends: bool = Field(True, description="/readyz needs a healthy replica per route")
     gc_freeze: bool = Field(True, description="freeze the objects alive at start-up out of the garbage "
                                               "collector's reach (fewer, shorter collections under load)")
+    gc_gen0_threshold: int = Field(10_000, ge=0, description="net new container objects between young "
+                                                             "collections; 0 keeps Python's default (700)")
 
     @model_validator(mode="after")
     def _check(self) -> RouterSettings:

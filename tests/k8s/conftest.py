@@ -69,7 +69,7 @@ def component_routes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[
     from router.app import create_app as router_app
     from router.config import RouterSettings
 
-    router = router_app(RouterSettings(policy_path=policy, auth_disabled=True, gc_freeze=False,
+    router = router_app(RouterSettings(policy_path=policy, auth_disabled=True, gc_freeze=False, gc_gen0_threshold=0,
                                        audit_url=f"sqlite:///{tmp / 'audit.db'}"))
 
     from trt_serving.app import create_app as hasher_app

@@ -165,7 +165,7 @@ async def running_router(tmp_path: Path, fakes: Fakes | None = None, policy: dic
         "policy_path": policy_path, "keys_file": write_keys(tmp_path / "keys.yaml"),
         "audit_url": f"sqlite:///{tmp_path / 'audit.db'}", "health_interval_s": 60.0,
         "retry_backoff_base_s": 0.001, "policy_poll_s": 0.05,
-        "gc_freeze": False,  # the test runner's heap is not the app's to freeze
+        "gc_freeze": False, "gc_gen0_threshold": 0,  # the test runner's heap and GC are not the app's
     }
     values.update(overrides)
     settings = RouterSettings(**values)
