@@ -52,7 +52,6 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         return SpanExportResult.SUCCESS if self._client.export(data).success else SpanExportResult.FAILURE
 
 
-
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 MAX_ATTRIBUTES = MAX_EVENTS = MAX_LINKS = 128  # the SDK's SpanLimits defaults
 _PRIMITIVE = (str, bool, int, float, bytes)
 _PRIMITIVE_TYPES = frozenset(_PRIMITIVE)
-_UNSET = Status(StatusCode.UNSET)
+UNSET_STATUS = Status(StatusCode.UNSET)  # every span's status until set (one shared object)
 _LOW64 = TraceIdRatioBased.TRACE_ID_LIMIT
 # Flags of a new span: sampled or not; our ids are random (W3C level 2 "random" flag, as the SDK).
 _FLAGS = {f: TraceFlags(f) for f in range(4)}
@@ -67,13 +67,13 @@ _NOOP_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start,
 
 
 class _Processors:
-    """The span processors to call: all of them on end, the ones with a real ``on_start`` on start."""
+    """The span processors to call: all of them on end (the provider's tuple itself, which is
+    replaced when one is added), the ones with a real ``on_start`` on start."""
 
-    __slots__ = ("ending", "starting", "source")
+    __slots__ = ("ending", "starting")
 
-    def __init__(self, ending: tuple[SpanProcessor, ...], starting: tuple[SpanProcessor, ...],
-                 source: object = None) -> None:
-        self.ending, self.starting, self.source = ending, starting, source
+    def __init__(self, ending: tuple[SpanProcessor, ...], starting: tuple[SpanProcessor, ...]) -> None:
+        self.ending, self.starting = ending, starting
 
 
 def _clean(key: str, value: Any) -> Any:
@@ -110,7 +110,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     _dropped_events = 0
     _links: Sequence[Link] = ()
     _dropped_links = 0
-    _status = _UNSET
+    _status = UNSET_STATUS
     _record_exception = True
     _set_status_on_exception = True
 
@@ -304,9 +304,8 @@ class LeanTracer(trace.Tracer):
         current = getattr(self.processor, "_span_processors", None)
         if current is None:  # not a multi-processor we know: call it as it is
             return _Processors((self.processor,), (self.processor,))
-        if current is not self._procs.source:
-            self._procs = _Processors(current, tuple(p for p in current if type(p).on_start not in _NOOP_ON_START),
-                                      source=current)
+        if current is not self._procs.ending:
+            self._procs = _Processors(current, tuple(p for p in current if type(p).on_start not in _NOOP_ON_START))
         return self._procs
 
     @contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
+from tracing.lean import UNSET_STATUS as _UNSET_STATUS
 from tracing.lean import LeanSpan
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def _encode_plain_lean(span: LeanSpan) -> bytes | None:
     """The ``Span`` body of a lean span of the common shape (no trace state, events, links or
     drops), straight from its fields: the hot path of every export. None for any other span."""
     ctx = span.get_span_context()
-    if span._events or span._links or span._dropped_attributes or ctx[4]:
+    if span._events or span._links or span._dropped_attributes or ctx[4] or span._status is not _UNSET_STATUS:
         return None
     trace_id = ctx[0]
     parent = span._parent
@@ -163,9 +164,6 @@ def _encode_plain_lean(span: LeanSpan) -> bytes | None:
         ids = _pack_ids_parent(b"\x0a\x10", trace_id >> 64, trace_id & _M64, b"\x12\x08", ctx[1],
                                b"\x22\x08", parent[1])
         flags = _FLAGS_REMOTE if parent[2] else _FLAGS_LOCAL
-    status = span._status
-    if status.status_code.value or status.description:
-        return None
     return b"".join((ids, _name(span._name), _KIND[span._kind],
                      _pack_times(0x39, span._start_time or 0, 0x41, span._end_time or 0),
                      _attributes(b"\x4a", span._attributes), _STATUS_UNSET, flags))
