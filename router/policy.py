@@ -255,39 +255,3 @@ class TrafficPolicy:
         except KeyError:
             routes = sorted(self.spec.routes)
             raise InvalidInput(f"no route {route!r} in the traffic policy (routes: {routes})") from None
-
-
-def local_stack_policy(services: Mapping[str, str]) -> dict:
-    """The policy of ``servestack up``: face v1/v2 at 90/10 sticky by subject, fingerprint v1, explainer.
-
-    Args:
-        services: stack.json service names -> base URLs (``hasher-face-v1`` etc.).
-
-    Returns:
-        A policy dict (validated here) ready to be written as YAML.
-    """
-    face_v1, face_v2 = services.get("hasher-face-v1"), services.get("hasher-face-v2")
-    finger = services.get("hasher-fingerprint-v1")
-    backends: dict[str, dict] = {}
-    routes: dict[str, dict] = {}
-    if face_v1:
-        # Each face version falls back to the other: templates exist for both (enrolment writes
-        # every weighted arm), so a version's outage degrades to the other instead of a 503.
-        backends["hasher-face-v1"] = {"endpoints": [face_v1], "fallback": ["hasher-face-v2"] if face_v2 else []}
-        arms = [{"name": "v1", "backend": "hasher-face-v1", "weight": 90 if face_v2 else 100}]
-        route: dict = {"experiment": "face-v2", "sticky_key": "subject_id", "arms": arms}
-        if face_v2:
-            backends["hasher-face-v2"] = {"endpoints": [face_v2], "fallback": ["hasher-face-v1"]}
-            arms.append({"name": "v2", "backend": "hasher-face-v2", "weight": 10})
-            # A tenth of v1's traffic is mirrored to v2 so that the canary analysis sees decision
-            # agreement; the mirror never delays or fails the primary.
-            route["shadow"] = {"arm": "v2", "percent": 10}
-        routes["face"] = route
-    if finger:
-        backends["hasher-fingerprint-v1"] = {"endpoints": [finger], "fallback": []}
-        routes["fingerprint"] = {"arms": [{"name": "v1", "backend": "hasher-fingerprint-v1", "weight": 100}]}
-    policy: dict = {"backends": backends, "routes": routes}
-    if services.get("explainer"):
-        policy["explainer"] = {"endpoints": [services["explainer"]]}
-    PolicySpec.model_validate(policy)
-    return policy

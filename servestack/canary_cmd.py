@@ -27,12 +27,12 @@ import yaml
 from prometheus_client import write_to_textfile
 from rich.console import Console
 
-from router.canary.actuators import ActuatorError, WeightActuator
-from router.canary.analysis import CanaryAnalysis, Decision
-from router.canary.controller import CanaryConflict, CanaryController
-from router.canary.metrics import CanaryMetrics
-from router.canary.sources import MetricSource
-from router.canary.state import CanaryEvent, CanaryState, StateStore
+from canary.actuators import ActuatorError, WeightActuator
+from canary.analysis import CanaryAnalysis, Decision
+from canary.controller import CanaryConflict, CanaryController
+from canary.metrics import CanaryMetrics
+from canary.sources import MetricSource
+from canary.state import CanaryEvent, CanaryState, StateStore
 from servestack.stackfile import DEFAULT_STATE_DIR, StackInfo, read_stack_file
 
 KIND_STYLE = {"start": "cyan", "advance": "green", "hold": "yellow", "halt": "red", "promote": "bold green",
@@ -133,8 +133,8 @@ def _wiring(args: argparse.Namespace, http: httpx.AsyncClient) -> tuple[MetricSo
         from kubernetes import client as k8s
         from kubernetes import config as k8s_config
 
-        from router.canary.actuators.configmap import ConfigMapActuator
-        from router.canary.sources.prometheus import PrometheusSource
+        from canary.actuators.configmap import ConfigMapActuator
+        from canary.sources.prometheus import PrometheusSource
 
         try:
             k8s_config.load_incluster_config()
@@ -142,8 +142,8 @@ def _wiring(args: argparse.Namespace, http: httpx.AsyncClient) -> tuple[MetricSo
             k8s_config.load_kube_config()
         actuator = ConfigMapActuator(k8s.CoreV1Api(), args.namespace, args.configmap)
         return PrometheusSource(http, args.prometheus_url), actuator
-    from router.canary.actuators.admin_api import AdminApiActuator
-    from router.canary.sources.router_metrics import RouterMetricsSource
+    from canary.actuators.admin_api import AdminApiActuator
+    from canary.sources.router_metrics import RouterMetricsSource
 
     router, key = _local_endpoints(args)
     return RouterMetricsSource(http, [router]), AdminApiActuator(http, router, key)
@@ -222,7 +222,7 @@ async def _start(args: argparse.Namespace, console: Console) -> int:
 async def _start_load(args: argparse.Namespace, http: httpx.AsyncClient, stop: asyncio.Event,
                       console: Console) -> asyncio.Task[None]:
     from load_tests.payloads import ImagePool
-    from router.canary.traffic import Subject, VerifyTraffic
+    from load_tests.canary_traffic import Subject, VerifyTraffic
 
     stack = _stack(args)
     if stack is None:

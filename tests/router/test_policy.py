@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.errors import InvalidInput, PolicyInvalid, UnknownArm
-from router.policy import PolicySpec, RequestContext, TrafficPolicy, local_stack_policy, parse_pins, sticky_bucket
+from router.policy import PolicySpec, RequestContext, TrafficPolicy, parse_pins, sticky_bucket
+from servestack.local_config import local_stack_policy
 from router.policy_store import parse_policy
 from tests.router.fakes import standard_policy
 

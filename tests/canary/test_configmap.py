@@ -18,8 +18,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from router.canary.actuators import ActuatorError
-from router.canary.actuators.configmap import ConfigMapActuator, policy_patch
+from canary.actuators import ActuatorError
+from canary.actuators.configmap import ConfigMapActuator, policy_patch
 from router.policy_store import parse_policy
 
 POLICY = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from router.canary.analysis import CheckResult
-from router.canary.state import CanaryState
+from canary.analysis import CheckResult
+from canary.state import CanaryState
 
 PHASES = ("initializing", "progressing", "succeeded", "failed")
 

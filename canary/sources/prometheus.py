@@ -10,8 +10,8 @@ import math
 
 import httpx
 
-from router.canary.analysis import MetricsSnapshot
-from router.canary.promtext import (
+from canary.analysis import MetricsSnapshot
+from canary.promtext import (
     FALLBACKS,
     SHADOW_BITS,
     SHADOW_COMPARISONS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from router.canary.analysis import MetricsSnapshot
+from canary.analysis import MetricsSnapshot
 
 
 class MetricSource(Protocol):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from servestack import canary_cmd
-from tests.router.canary.procs import mini_stack, weights
+from tests.canary.procs import mini_stack, weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 THRESHOLD = 2

@@ -7,7 +7,7 @@ import math
 import pytest
 from prometheus_client import generate_latest
 
-from router.canary.promtext import canary_snapshot, delta, histogram_quantile, merge, parse_samples
+from canary.promtext import canary_snapshot, delta, histogram_quantile, merge, parse_samples
 from router.metrics import RouterMetrics
 
 

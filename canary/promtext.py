@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.canary.analysis import MetricsSnapshot
+from canary.analysis import MetricsSnapshot
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]

@@ -1,7 +1,7 @@
 """Metric source for the local stack: the routers' own ``/metrics``, diffed between intervals.
 
 No Prometheus is needed locally: the controller scrapes every router replica at ``mark()`` and
-again at ``snapshot()``, adds the replicas up and diffs (see :mod:`router.canary.promtext`).
+again at ``snapshot()``, adds the replicas up and diffs (see :mod:`canary.promtext`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import httpx
 
-from router.canary.analysis import MetricsSnapshot
-from router.canary.promtext import Samples, canary_snapshot, delta, merge, parse_samples
+from canary.analysis import MetricsSnapshot
+from canary.promtext import Samples, canary_snapshot, delta, merge, parse_samples
 
 
 class RouterMetricsSource:

@@ -13,14 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.canary.actuators.admin_api import AdminApiActuator
-from router.canary.analysis import CanaryAnalysis
-from router.canary.controller import CanaryController
-from router.canary.sources.prometheus import PrometheusSource
-from router.canary.state import StateStore
-from router.canary.traffic import Subject, VerifyTraffic
+from canary.actuators.admin_api import AdminApiActuator
+from canary.analysis import CanaryAnalysis
+from canary.controller import CanaryController
+from canary.sources.prometheus import PrometheusSource
+from canary.state import StateStore
+from load_tests.canary_traffic import Subject, VerifyTraffic
 from tests.observability.prom_server import PrometheusServer, ScrapeTarget, prometheus_binary
-from tests.router.canary.procs import ADMIN_KEY, CLIENT_KEY, mini_stack, weights
+from tests.canary.procs import ADMIN_KEY, CLIENT_KEY, mini_stack, weights
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.e2e,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from router.canary.analysis import CanaryAnalysis, MetricsSnapshot, check_metric, manual, new_state
+from canary.analysis import CanaryAnalysis, MetricsSnapshot, check_metric, manual, new_state
 
 POLICY = {
     "interval_s": 10, "threshold": 2, "max_weight": 50, "step_weight": 20, "min_requests": 20,

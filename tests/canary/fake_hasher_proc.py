@@ -1,6 +1,6 @@
 """A hasher pod stand-in as a real process, with fault injection (tests of the canary loop).
 
-    python tests/router/canary/fake_hasher_proc.py --port P --version 2 [--error-rate 0.5]
+    python tests/canary/fake_hasher_proc.py --port P --version 2 [--error-rate 0.5]
         [--delay-ms 300] [--flip-bits 3] [--precision int8]
 
 Speaks the pod's wire format (trt_serving.schemas): POST /v1/hash, GET /v2/health/ready. Codes

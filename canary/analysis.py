@@ -33,7 +33,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from router.canary.state import CanaryState
+from canary.state import CanaryState
 
 MetricName = Literal["request-success-rate", "error-rate", "request-duration", "decision-agreement", "bit-agreement"]
 Action = Literal["advance", "hold", "promote", "rollback"]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from router.canary.actuators import ActuatorError
+from canary.actuators import ActuatorError
 
 
 class AdminApiActuator:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from router.canary.actuators import ActuatorError
+from canary.actuators import ActuatorError
 from router.policy import ArmSpec, PolicySpec
 from router.policy_store import parse_policy
 

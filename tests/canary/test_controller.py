@@ -14,9 +14,9 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from router.canary.analysis import CanaryAnalysis, MetricsSnapshot
-from router.canary.controller import CanaryConflict, CanaryController
-from router.canary.state import StateStore
+from canary.analysis import CanaryAnalysis, MetricsSnapshot
+from canary.controller import CanaryConflict, CanaryController
+from canary.state import StateStore
 
 POLICY = CanaryAnalysis.model_validate({
     "interval_s": 5, "threshold": 2, "max_weight": 100, "step_weight": 25, "min_requests": 10,

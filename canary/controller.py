@@ -18,12 +18,12 @@ from typing import Literal
 
 import httpx
 
-from router.canary.actuators import WeightActuator
-from router.canary.analysis import CanaryAnalysis, Decision, MetricsSnapshot, manual, new_state
-from router.canary.metrics import CanaryMetrics
-from router.canary.sources import MetricSource
-from router.canary.sources.prometheus import PrometheusError
-from router.canary.state import CanaryEvent, CanaryState, EventKind, StateStore
+from canary.actuators import WeightActuator
+from canary.analysis import CanaryAnalysis, Decision, MetricsSnapshot, manual, new_state
+from canary.metrics import CanaryMetrics
+from canary.sources import MetricSource
+from canary.sources.prometheus import PrometheusError
+from canary.state import CanaryEvent, CanaryState, EventKind, StateStore
 
 log = logging.getLogger(__name__)
 
