@@ -4,9 +4,12 @@
 - A batch closes when it holds ``max_batch_size`` images or ``max_queue_delay_us`` after its
   oldest request arrived; while the engine runs, new requests queue up, so under load batches
   form back to back with no added delay.
-- More than ``max_queue_size`` waiting requests -> :class:`Overloaded` (HTTP 503 + Retry-After).
-- A request whose deadline passes before its batch starts fails with :class:`DeadlineExceeded`;
-  a cancelled request (client gone) is dropped from the batch or its result discarded.
+- Shedding, at once and before any work (:class:`Overloaded`, HTTP 503 + Retry-After): more than
+  ``max_queue_size`` waiting requests, or a request whose time left is shorter than the queue ahead
+  of it is expected to take (the backlog in batches times a running estimate of a batch's time).
+- A request whose deadline passes before its batch starts is dropped (:class:`DeadlineExceeded`):
+  nobody waits for its answer any more; a cancelled request (client gone) is dropped from the
+  batch or its result discarded. Shed and dropped requests are counted by reason.
 - The engine runs in one dedicated worker thread, never on the event loop; rows out must equal
   rows in (checked), and an engine exception fans out to every request of that batch only.
 - Tracing: a ``queue_wait`` span per request; one ``batch`` span per batch that links to every
@@ -76,7 +79,7 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._batch_ids = itertools.count(1)
-        self._last_batch_s = 0.05  # running estimate of a batch's time, for Retry-After
+        self._last_batch_s = 0.0  # running estimate of a batch's time (0: none measured yet)
 
     @property
     def queue_depth(self) -> int:
@@ -101,14 +104,31 @@ class DynamicBatcher:
                 entry.future.set_exception(Overloaded("the hasher is shutting down"))
         self._set_depth()
 
+    def expected_wait_s(self) -> float:
+        """How long a request queued now is expected to wait for its batch to finish."""
+        backlog_batches = self._queued_images() / self.max_batch_size + 1
+        return backlog_batches * self._last_batch_s
+
     async def submit(self, inputs: np.ndarray, *, timeout_s: float) -> Outputs:
-        """Queue one request's images (float32 [k,3,H,W]); returns its rows of the batch output."""
+        """Queue one request's images (float32 [k,3,H,W]); returns its rows of the batch output.
+
+        ``timeout_s`` is the time the request has left: one that cannot be served within it is
+        refused now (:class:`Overloaded`) rather than run for a caller that has given up.
+        """
         if self._task is None:
             raise RuntimeError("batcher not started")
+        if timeout_s <= 0:
+            self._count("dropped", "deadline")
+            raise DeadlineExceeded("the request's deadline had passed when it reached the batcher")
         if len(self._pending) >= self.max_queue_size:
-            backlog_batches = len(self._pending) / max(1, self.max_batch_size) + 1
+            self._count("shed", "queue_full")
             raise Overloaded(f"queue full ({len(self._pending)} requests waiting)",
-                             retry_after_s=backlog_batches * self._last_batch_s)
+                             retry_after_s=self.expected_wait_s())
+        expected = self.expected_wait_s()
+        if expected > timeout_s:
+            self._count("shed", "deadline")
+            raise Overloaded(f"expected wait {expected * 1000:.0f} ms exceeds the {timeout_s * 1000:.0f} ms "
+                             "the request has left", retry_after_s=expected)
         now = time.monotonic()
         loop = asyncio.get_running_loop()
         entry = _Entry(inputs=inputs, future=loop.create_future(), enqueued_at=now, deadline=now + timeout_s,
@@ -121,6 +141,10 @@ class DynamicBatcher:
             return await entry.future
         finally:
             self._end_wait(entry)  # cancelled or failed before its batch started
+
+    def _count(self, what: str, reason: str) -> None:
+        if self._metrics is not None:
+            (self._metrics.shed if what == "shed" else self._metrics.dropped).labels(reason=reason).inc()
 
     def _set_depth(self) -> None:
         if self._metrics is not None:
@@ -168,6 +192,7 @@ class DynamicBatcher:
             if now > entry.deadline:
                 self._pending.popleft()
                 self._end_wait(entry)
+                self._count("dropped", "deadline")
                 entry.future.set_exception(DeadlineExceeded(
                     f"request waited {now - entry.enqueued_at:.3f} s in the queue, past its deadline"))
                 continue
@@ -209,7 +234,7 @@ class DynamicBatcher:
                     e.future.set_exception(exc)
             return
         elapsed = time.monotonic() - started
-        self._last_batch_s = 0.8 * self._last_batch_s + 0.2 * elapsed
+        self._last_batch_s = elapsed if not self._last_batch_s else 0.8 * self._last_batch_s + 0.2 * elapsed
         span.end()
         if self._metrics is not None:
             self._metrics.batch_size.observe(total)

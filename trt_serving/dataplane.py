@@ -7,6 +7,7 @@ Both protocols (``/v1/hash`` and the Open Inference Protocol) call the same :cla
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -79,6 +80,8 @@ class DataPlane:
             raise InvalidInput("FP32 input holds NaN or infinite values", code="invalid_tensor")
         return np.ascontiguousarray(tensor, dtype=np.float32)
 
-    async def infer(self, inputs: np.ndarray) -> Outputs:
+    async def infer(self, inputs: np.ndarray, deadline: float | None = None) -> Outputs:
+        """Batch and run ``inputs``; ``deadline`` (monotonic clock) defaults to the pod's request timeout."""
         serving = self.require()
-        return await serving.batcher.submit(inputs, timeout_s=self.settings.request_timeout_s)
+        left = self.settings.request_timeout_s if deadline is None else deadline - time.monotonic()
+        return await serving.batcher.submit(inputs, timeout_s=left)

@@ -27,6 +27,12 @@ class HasherMetrics:
                                     buckets=BATCH_BUCKETS, registry=registry)
         self.engine_duration = Histogram("servestack_hasher_engine_duration_seconds", "Engine time per batch",
                                          buckets=LATENCY_BUCKETS, registry=registry)
+        self.shed = Counter("servestack_hasher_shed_total",
+                            "Requests refused at once with 503 (queue full, or the deadline cannot be met)",
+                            ["reason"], registry=registry)
+        self.dropped = Counter("servestack_hasher_dropped_total",
+                               "Queued requests dropped before their batch ran (deadline passed, client gone)",
+                               ["reason"], registry=registry)
         self.inflight = Gauge("servestack_hasher_inflight_requests", "Hash/infer requests in progress",
                               registry=registry)
         self.engine_info = Gauge("servestack_hasher_engine_info",

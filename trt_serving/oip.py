@@ -21,6 +21,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from trt_serving.dataplane import DataPlane
+from trt_serving.deadlines import CLIENT_CLOSED, ClientGone, deadline_from, until_disconnect
+from trt_serving.engines.base import Outputs
 from trt_serving.errors import InvalidInput, ModelNotFound
 from trt_serving.schemas import CODE_BYTES
 
@@ -180,9 +182,18 @@ async def _inputs(dp: DataPlane, header: dict[str, Any], rest: bytes) -> np.ndar
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     dp = _dp(request)
     _check_model(dp, name, version)
+    deadline = deadline_from(request.headers, dp.settings.request_timeout_s)
     serving = dp.require()
     header, rest = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    outputs = await dp.infer(await _inputs(dp, header, rest))
+
+    async def run() -> Outputs:
+        return await dp.infer(await _inputs(dp, header, rest), deadline)
+
+    try:
+        outputs = await until_disconnect(request.receive, run())
+    except ClientGone:
+        request.app.state.metrics.dropped.labels(reason="client_gone").inc()
+        return Response(status_code=CLIENT_CLOSED)
     params = header.get("parameters") or {}
     wanted = header.get("outputs") or [{"name": "codes"}, {"name": "features"}]
     arrays = {"codes": outputs.codes, "features": outputs.features.astype(np.float32)}

@@ -109,7 +109,8 @@ async def test_batch_closes_after_queue_delay_when_not_full(pool) -> None:
 
 async def test_overflow_raises_overloaded_with_retry_after(pool) -> None:
     engine = FakeEngine(block=True)
-    b = make(engine, pool, max_batch_size=1, max_queue_delay_us=0, max_queue_size=2)
+    metrics = HasherMetrics(CollectorRegistry())
+    b = make(engine, pool, max_batch_size=1, max_queue_delay_us=0, max_queue_size=2, metrics=metrics)
     running = asyncio.create_task(b.submit(rows(1), timeout_s=5))
     await started(engine)
     queued = [asyncio.create_task(b.submit(rows(v), timeout_s=5)) for v in (2, 3)]
@@ -117,6 +118,7 @@ async def test_overflow_raises_overloaded_with_retry_after(pool) -> None:
     with pytest.raises(Overloaded) as info:
         await b.submit(rows(9), timeout_s=5)
     assert info.value.status == 503 and "Retry-After" in info.value.headers
+    assert metrics.registry.get_sample_value("servestack_hasher_shed_total", {"reason": "queue_full"}) == 1
     engine.release.set()
     await asyncio.gather(running, *queued)
     await b.stop()
@@ -124,7 +126,8 @@ async def test_overflow_raises_overloaded_with_retry_after(pool) -> None:
 
 async def test_deadline_exceeded_before_batch_starts(pool) -> None:
     engine = FakeEngine(block=True)
-    b = make(engine, pool, max_batch_size=1, max_queue_delay_us=0)
+    metrics = HasherMetrics(CollectorRegistry())
+    b = make(engine, pool, max_batch_size=1, max_queue_delay_us=0, metrics=metrics)
     running = asyncio.create_task(b.submit(rows(1), timeout_s=5))
     await started(engine)
     late = asyncio.create_task(b.submit(rows(2), timeout_s=0.01))
@@ -134,6 +137,33 @@ async def test_deadline_exceeded_before_batch_starts(pool) -> None:
     with pytest.raises(DeadlineExceeded):
         await late
     assert engine.batches == [[1.0]]  # the expired request never reached the engine
+    assert metrics.registry.get_sample_value("servestack_hasher_dropped_total", {"reason": "deadline"}) == 1
+    with pytest.raises(DeadlineExceeded):  # no time left on arrival: refused before it queues
+        await b.submit(rows(3), timeout_s=0)
+    assert metrics.registry.get_sample_value("servestack_hasher_dropped_total", {"reason": "deadline"}) == 2
+    assert engine.batches == [[1.0]]
+    await b.stop()
+
+
+async def test_request_that_cannot_meet_its_deadline_is_shed_at_once(pool) -> None:
+    engine = FakeEngine(block=True)
+    metrics = HasherMetrics(CollectorRegistry())
+    b = make(engine, pool, max_batch_size=4, max_queue_delay_us=0, metrics=metrics)
+    first = asyncio.create_task(b.submit(rows(1), timeout_s=5))
+    await started(engine)
+    await asyncio.sleep(0.2)  # the first batch takes >= 0.2 s: the estimate of a batch's time
+    engine.release.set()
+    await first
+    assert b.expected_wait_s() >= 0.2
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(Overloaded) as info:
+        await b.submit(rows(2), timeout_s=0.05)
+    assert loop.time() - t0 < 0.05  # refused now, not after waiting
+    assert info.value.status == 503 and info.value.code == "overloaded" and "Retry-After" in info.value.headers
+    assert metrics.registry.get_sample_value("servestack_hasher_shed_total", {"reason": "deadline"}) == 1
+    assert (await b.submit(rows(3), timeout_s=5)).logits[0, 0] == 3.0  # time enough: served
+    assert engine.batches == [[1.0], [3.0]]
     await b.stop()
 
 
