@@ -5,6 +5,13 @@ WAL is fsynced; PostgreSQL commits are durable by default. Every write goes thro
 thread that commits whatever is queued in one transaction (group commit): one fsync serves many
 concurrent requests, and no blocking DB call ever runs on the event loop. Reads use a small
 thread pool of their own (WAL readers do not block the writer).
+
+Outages: when the database cannot be reached or cannot write (PostgreSQL down or restarting, the
+SQLite disk full), reads and writes raise :class:`AuditUnavailable` (503 ``audit_unavailable`` +
+Retry-After) instead of a driver error, so a verification whose record was not committed is never
+answered as if it had been, and never with a 500. Nothing is kept to retry later: the caller was
+told, and acknowledged records are already durable. Each later call tries the database again
+(PostgreSQL connections are pre-pinged), so the router recovers by itself when the database does.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from router.errors import Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,7 +144,21 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A bounded connect: while the server is unreachable each request learns so within seconds.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+class AuditUnavailable(Unavailable):
+    """The audit database cannot be read or written now (503 ``audit_unavailable``, Retry-After)."""
+
+    code = "audit_unavailable"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A failure of the database itself (unreachable, restarting, disk full), not of one statement."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 # Key of the PostgreSQL advisory lock that serialises migrations (any fixed bigint; ours spells "svstkmig").
@@ -188,18 +212,43 @@ class Database:
         self._writer.start()
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="audit-read")
         self._closed = False
+        self.outage_since: float | None = None  # monotonic time of the first failure of an ongoing outage
 
     async def write(self, op: Callable[[Connection], T]) -> T:
-        """Run ``op(conn)`` in the next group commit; return once that commit is durable."""
+        """Run ``op(conn)`` in the next group commit; return once that commit is durable.
+
+        Raises :class:`AuditUnavailable` when the database is out: then nothing was committed
+        (or, when the connection broke during COMMIT itself, the caller cannot know and was not told).
+        """
         if self._closed:
             raise RuntimeError("database is closed")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put((op, fut))
-        return await asyncio.wrap_future(fut)
+        try:
+            return await asyncio.wrap_future(fut)
+        except DBAPIError as exc:
+            if is_outage(exc):
+                raise AuditUnavailable(f"audit store unavailable, nothing was recorded: {_brief(exc)}") from exc
+            raise
 
     async def read(self, op: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._run_read, op)
+        try:
+            return await loop.run_in_executor(self._readers, self._run_read, op)
+        except DBAPIError as exc:
+            if is_outage(exc):
+                self._outage(exc)
+                raise AuditUnavailable(f"audit store unavailable: {_brief(exc)}") from exc
+            raise
+
+    def _outage(self, exc: BaseException | None) -> None:
+        """Log the start and the end of an outage once each, not once per failed request."""
+        if exc is not None and self.outage_since is None:
+            self.outage_since = time.monotonic()
+            log.error("audit store unavailable: %s", _brief(exc))
+        elif exc is None and self.outage_since is not None:
+            log.warning("audit store available again after %.1f s", time.monotonic() - self.outage_since)
+            self.outage_since = None
 
     def _run_read(self, op: Callable[[Connection], T]) -> T:
         with self.engine.connect() as conn:
@@ -235,6 +284,12 @@ class Database:
             with self.engine.begin() as conn:
                 results = [op(conn) for op, _ in batch]
         except Exception as exc:
+            if is_outage(exc):
+                # The database is out, not one op wrong: every op of the batch fails alike, at once.
+                self._outage(exc)
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                return
             # One bad op must not fail its neighbours: redo each alone so only the culprit fails.
             if len(batch) > 1:
                 for one in batch:
@@ -243,6 +298,7 @@ class Database:
             log.error("audit write failed: %s", exc)
             batch[0][1].set_exception(exc)
             return
+        self._outage(None)
         self._on_commit(time.perf_counter() - start)
         for (_, fut), result in zip(batch, results, strict=True):
             fut.set_result(result)
@@ -255,3 +311,9 @@ class Database:
         self._writer.join(timeout=30)
         self._readers.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _brief(exc: BaseException) -> str:
+    """The driver's message, first line only (SQLAlchemy appends the statement and its parameters)."""
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
