@@ -2,6 +2,9 @@
 
 The first generation is stored with the record; later requests (JSON or SSE) are served from the
 cache. The explainer is reached only through ``llm_serving.client.ExplainerClient``.
+
+Explainer down (no healthy replica, or the call fails): 503 ``explainer_unavailable`` with
+Retry-After; verification never waits on the explainer, so it is unaffected.
 """
 
 from __future__ import annotations
@@ -19,6 +22,19 @@ from router.errors import NotFound, UpstreamUnavailable
 from router.policy import EXPLAINER
 from router.schemas import AuditRecord
 from tracing import inject_headers, traced
+
+
+class ExplainerUnavailable(UpstreamUnavailable):
+    """The explainer cannot answer now (503 ``explainer_unavailable``, Retry-After)."""
+
+    code = "explainer_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after_s=EXPLAINER_RETRY_AFTER_S)
+
+
+# A restarted explainer loads its model for tens of seconds: retrying sooner only adds load.
+EXPLAINER_RETRY_AFTER_S = 5
 
 
 def facts_of(record: AuditRecord) -> AuditFacts:
@@ -53,7 +69,7 @@ class ExplanationService:
     def _endpoint(self) -> str:
         endpoint = self.balancer.pick(EXPLAINER)
         if endpoint is None:
-            raise UpstreamUnavailable(f"explainer: {self.balancer.describe(EXPLAINER)}")
+            raise ExplainerUnavailable(f"explainer: {self.balancer.describe(EXPLAINER)}")
         return endpoint.url
 
     async def cached(self, audit_id: str) -> dict | None:
@@ -70,7 +86,7 @@ class ExplanationService:
                 explanation = await self.client.explain(url, facts, timeout_s=self.timeout_s,
                                                         headers=dict(inject_headers({})))
             except ExplainerError as exc:
-                raise UpstreamUnavailable(f"explainer at {url}: {exc}") from exc
+                raise ExplainerUnavailable(f"explainer at {url}: {exc}") from exc
         data = explanation.model_dump(mode="json")
         await self.audit.save_explanation(audit_id, data)
         return data
@@ -97,7 +113,7 @@ class ExplanationService:
                     else:
                         yield sse(event, data)
             except ExplainerError as exc:
-                yield sse("error", {"error": {"code": "upstream_unavailable", "message": f"explainer: {exc}"}})
+                yield sse("error", {"error": {"code": ExplainerUnavailable.code, "message": f"explainer: {exc}"}})
 
 
 async def _single(chunk: bytes) -> AsyncIterator[bytes]:

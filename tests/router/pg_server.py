@@ -82,35 +82,76 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv]
 
 
-@contextlib.contextmanager
-def running_postgres(bin_dir: Path, start_timeout_s: float = 60.0) -> Iterator[PostgresServer]:
-    """Start a PostgreSQL server in a temp dir; stop it and remove the dir on exit."""
-    root = Path(tempfile.mkdtemp(prefix="servestack-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    data = root / "data"
-    log_path = root / "postgres.log"
-    try:
+class PostgresProcess:
+    """One server on a fixed data dir and port that a test can stop, ``kill -9`` and start again.
+
+    ``fsync``: off for SQL-behaviour tests (fast); on for tests of what survives a crash.
+    """
+
+    def __init__(self, bin_dir: Path, root: Path, port: int, *, fsync: bool = False) -> None:
+        self.bin_dir, self.root, self.port, self.fsync = bin_dir, root, port, fsync
+        self.data = root / "data"
+        self.log_path = root / "postgres.log"
+        self.proc: subprocess.Popen | None = None
+
+    def initdb(self) -> None:
         subprocess.run(
-            _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
+            _as_server_user([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
                              "-E", "UTF8", "--no-sync"]),
             check=True, capture_output=True, timeout=120,
         )
-        port = free_port()
-        # fsync off: these tests check SQL behaviour, not the disk (durability is PostgreSQL's default
-        # in production and is not changed by the router). The socket dir is ours, not /run/postgresql.
-        argv = [str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
-                "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=50"]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(_as_server_user(argv), stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        try:
-            _wait_ready(proc, port, log_path, start_timeout_s)
-            yield PostgresServer("127.0.0.1", port, data)
-        finally:
-            _stop(proc, bin_dir, data)
+
+    def start(self, timeout_s: float = 60.0) -> PostgresServer:
+        # The socket dir is ours, not /run/postgresql.
+        argv = [str(self.bin_dir / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+                "-k", str(self.root), "-c", "max_connections=50"]
+        if not self.fsync:
+            # These tests check SQL behaviour, not the disk (durability is PostgreSQL's default in
+            # production and is not changed by the router).
+            argv += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(_as_server_user(argv), stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        _wait_ready(self.proc, self.port, self.log_path, timeout_s)
+        return PostgresServer("127.0.0.1", self.port, self.data)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, self.bin_dir, self.data)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend at once (its own session): a crash, no shutdown."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def postgres_process(bin_dir: Path, *, fsync: bool = False, start_timeout_s: float = 60.0
+                     ) -> Iterator[PostgresProcess]:
+    """A :class:`PostgresProcess` in a temp dir, started; stopped and removed on exit."""
+    root = Path(tempfile.mkdtemp(prefix="servestack-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    server = PostgresProcess(bin_dir, root, free_port(), fsync=fsync)
+    try:
+        server.initdb()
+        server.start(start_timeout_s)
+        yield server
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_postgres(bin_dir: Path, start_timeout_s: float = 60.0) -> Iterator[PostgresServer]:
+    """Start a PostgreSQL server in a temp dir; stop it and remove the dir on exit."""
+    with postgres_process(bin_dir, start_timeout_s=start_timeout_s) as server:
+        yield PostgresServer("127.0.0.1", server.port, server.data)
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, log_path: Path, timeout_s: float) -> None:
