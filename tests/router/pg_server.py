@@ -109,9 +109,13 @@ class PostgresProcess:
             # These tests check SQL behaviour, not the disk (durability is PostgreSQL's default in
             # production and is not changed by the router).
             argv += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        # Under root, the server runs as 'postgres' as our own child (not under runuser): then a
+        # kill -9 reaches the postmaster itself, and waiting for it reaps it, so a restart does not
+        # find a zombie's pid in postmaster.pid.
+        as_user = {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(_as_server_user(argv), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         **as_user)
         _wait_ready(self.proc, self.port, self.log_path, timeout_s)
         return PostgresServer("127.0.0.1", self.port, self.data)
 
