@@ -34,6 +34,7 @@ from router.balancer import Balancer, RetryBudget
 from router.bodylimit import BodyLimitMiddleware
 from router.config import RouterSettings
 from router.db import Database
+from router.deadline import DEADLINE_PATHS, DeadlineMiddleware
 from router.discovery import Discovery
 from router.endpoints import api
 from router.errors import RouterError, describe_validation, error_body
@@ -212,11 +213,13 @@ def create_app(
     app.include_router(ops)
     app.include_router(experiments_router())
     mount_docs(app)
-    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast path -> app.
+    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> deadline -> fast path -> app.
     if settings.fast_path:
         declared = {r.path: r for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods}
         app.add_middleware(FastPathMiddleware,
                            endpoints={path: replace(e, route=declared[path]) for path, e in ENDPOINTS.items()})
+    app.add_middleware(DeadlineMiddleware, paths=DEADLINE_PATHS, default_s=settings.request_deadline_s,
+                       max_s=settings.max_request_deadline_s)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)

@@ -59,6 +59,13 @@ class RouterSettings(BaseSettings):
     fast_path: bool = Field(True, description="serve POST /v1/hash, /v1/verify, /v1/enroll by direct ASGI "
                                               "handlers (router.fastpath); false: through FastAPI's routes")
 
+    request_deadline_s: float = Field(2.0, gt=0, description="deadline of a hash/verify/enroll request without "
+                                                             "X-Request-Timeout-Ms; pods get the time left")
+    max_request_deadline_s: float = Field(30.0, gt=0, description="X-Request-Timeout-Ms is capped at this")
+    admission_limit_per_replica: int = Field(
+        4, ge=0, description="hasher calls in flight per available replica of a backend; beyond it a call waits "
+                             "admission_max_wait_ms, then 503 overloaded; 0: no admission control")
+    admission_max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a slot before 503 overloaded")
     outlier_consecutive_failures: int = Field(3, ge=1, description="eject a replica after this many failures in a row")
     outlier_base_ejection_s: float = Field(5.0, gt=0, description="first ejection; doubles per repeat, capped")
     outlier_max_ejection_s: float = Field(60.0, gt=0)

@@ -18,6 +18,7 @@ from typing import Any
 from router.errors import BadRequest, RouterError, error_body
 
 HEADER = "x-request-timeout-ms"
+DEADLINE_PATHS = frozenset({"/v1/hash", "/v1/verify", "/v1/enroll"})  # the requests that call hashers
 _HEADER_BYTES = HEADER.encode()
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("servestack_deadline", default=None)
 

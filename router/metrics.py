@@ -34,6 +34,12 @@ class RouterMetrics:
         self.retry_budget_exhausted = Counter(p + "retry_budget_exhausted_total",
                                               "retries refused by the retry budget", ["backend"], registry=r)
         self.ejections = Counter(p + "ejections_total", "replicas ejected as outliers", ["backend"], registry=r)
+        self.admission_refused = Counter(p + "admission_refused_total",
+                                         "hasher calls refused by admission control (503 overloaded)", ["backend"],
+                                         registry=r)
+        self.deadline_exceeded = Counter(p + "deadline_exceeded_total",
+                                         "hasher calls not sent or abandoned: the request's deadline ran out",
+                                         ["backend"], registry=r)
         self.fallbacks = Counter(p + "fallbacks_total", "requests served by a fallback backend",
                                  ["route", "from_backend", "to_backend"], registry=r)
         self.shadow_comparisons = Counter(p + "shadow_comparisons_total", "shadowed decisions compared",
