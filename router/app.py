@@ -15,14 +15,12 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_serving.client import ExplainerClient
@@ -36,10 +34,10 @@ from router.config import RouterSettings
 from router.db import Database
 from router.discovery import Discovery
 from router.endpoints import api
-from router.errors import RouterError, describe_validation, error_body
+from router.errors import RouterError, error_response
 from router.experiments.endpoints import build_router as experiments_router
 from router.explain import ExplanationService
-from router.fastpath import ENDPOINTS, FastPathMiddleware
+from router.fastpath import FastDispatch
 from router.flow import VerificationService
 from router.health import HealthChecker
 from router.keepalive_transport import KeepAliveTransport
@@ -69,30 +67,8 @@ Canary/A-B router of ServeStack: biometric deep-hash verification.
 """
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(error_body(code, message), status_code=status, headers=headers, media_type="application/json")
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RouterError)
-    async def router_error(_r: Request, exc: RouterError) -> Response:
-        return _error(exc.status, exc.code, exc.message, exc.headers())
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_r: Request, exc: RequestValidationError) -> Response:
-        # loc + msg only: the offending input may be an image and must not be echoed or logged.
-        return _error(422, "invalid_request", describe_validation(exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_r: Request, exc: StarletteHTTPException) -> Response:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                      dict(exc.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_r: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return _error(500, "internal_error", "internal error; see the router log with this trace id")
+async def _error_handler(_r: Request, exc: Exception) -> Response:
+    return error_response(exc)
 
 
 def create_app(
@@ -206,17 +182,16 @@ def create_app(
     app.state.authenticator = Authenticator(keys, RateLimiter(),
                                             on_limited=lambda name: metrics.rate_limited.labels(name).inc())
     app.state.started = False
-    _install_error_handlers(app)
+    for exc_type in (RouterError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(exc_type, _error_handler)
     app.include_router(api)
     app.include_router(admin)
     app.include_router(ops)
     app.include_router(experiments_router())
     mount_docs(app)
-    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast path -> app.
+    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast dispatch -> app.
     if settings.fast_path:
-        declared = {r.path: r for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods}
-        app.add_middleware(FastPathMiddleware,
-                           endpoints={path: replace(e, route=declared[path]) for path, e in ENDPOINTS.items()})
+        app.add_middleware(FastDispatch, routes=list(app.routes))
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)

@@ -23,6 +23,7 @@ from router.config import RouterSettings
 from tracing import TracingSettings, setup_telemetry
 
 CLIENT_KEY, ADMIN_KEY, LIMITED_KEY = "sk-test-client", "sk-test-admin", "sk-test-limited"
+OPS_KEY = "sk-test-ops"  # the admin scope only: refused (403) by the client endpoints
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
@@ -138,6 +139,7 @@ def write_keys(path: Path) -> Path:
         {"name": "admin", "sha256": hash_key(ADMIN_KEY), "scopes": ["client", "admin"], "rate_per_s": 10000,
          "burst": 10000},
         {"name": "limited", "sha256": hash_key(LIMITED_KEY), "scopes": ["client"], "rate_per_s": 0.5, "burst": 2},
+        {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["admin"]},
     ]}))
     return path
 

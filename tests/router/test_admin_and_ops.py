@@ -92,10 +92,11 @@ async def test_spans_of_a_verification_share_the_returned_trace_id(router):
     trace_id = r.headers["x-trace-id"]
     spans = [s for s in router.spans.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
     names = {s.name for s in spans}
-    assert {"auth", "policy.decide", "balancer.pick", "upstream.hash", "audit.write"} <= names
+    assert {"policy.decide", "balancer.pick", "upstream.hash", "audit.write"} <= names
     decide = next(s for s in spans if s.name == "policy.decide")
     assert decide.attributes["servestack.arm"] in ("v1", "v2") and decide.attributes["servestack.route"] == "face"
     server = next(s for s in spans if s.parent is None)
+    assert server.attributes["servestack.key_name"] == "client"
     assert all(s.parent is not None for s in spans if s is not server)
     audit = (await router.client.get(f"/v1/audit/{r.json()['audit_id']}", headers=AUTH)).json()
     assert audit["trace_id"] == trace_id
