@@ -1,6 +1,7 @@
 """The router app: ``create_app(settings)`` builds every object and keeps it on ``app.state``.
 
-Lifespan: one shared ``httpx.AsyncClient`` (explicit timeouts and pool limits), the audit
+Lifespan: one connection pool to the pods (:class:`router.pod_transport.PodTransport`) under one
+shared ``httpx.AsyncClient`` (explicit timeouts), the audit
 database (migrated, writer thread), policy subscribers (discovery, weight gauges), the policy
 file watcher and the active health checker; all stopped in reverse order.
 
@@ -40,9 +41,9 @@ from router.explain import ExplanationService
 from router.fastpath import FastDispatch
 from router.flow import VerificationService
 from router.health import HealthChecker
-from router.keepalive_transport import KeepAliveTransport
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
 from router.ops import mount_docs, ops
+from router.pod_transport import PodTransport
 from router.policy import EXPLAINER
 from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
@@ -75,7 +76,6 @@ def create_app(
     settings: RouterSettings,
     *,
     telemetry: Telemetry | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
     slice_fns: Callable[..., Any] | None = None,
 ) -> FastAPI:
     """Build the router.
@@ -83,7 +83,6 @@ def create_app(
     Args:
         settings: validated settings.
         telemetry: tracer provider (tests pass one with an in-memory exporter); built otherwise.
-        transport: transport of the shared HTTP client (tests: ``httpx.MockTransport`` fake pods).
         slice_fns: EndpointSlice list/watch functions per spec (tests: fakes of the Kubernetes API).
     """
     telemetry = telemetry or setup_telemetry("servestack-router", settings.service_version)
@@ -103,18 +102,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(settings.upstream_try_timeout_s, connect=settings.connect_timeout_s)
-        limits = httpx.Limits(max_connections=settings.http_max_connections,
-                              max_keepalive_connections=settings.http_max_connections)
-        http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
-        # Hasher calls (the hot path: small JSON both ways) go through the lean keep-alive pool;
-        # the explainer's streamed answers keep httpx's own transport.
-        keepalive = KeepAliveTransport(max_connections_per_origin=settings.http_max_connections) \
-            if transport is None else None
-        hasher_http = httpx.AsyncClient(timeout=timeout, transport=transport or keepalive)
+        # Every pod call goes through one pool: the explainer's through the shared client, the
+        # hasher's (the hot path) through the same transport's byte-level request method.
+        pods = PodTransport(max_connections_per_origin=settings.http_max_connections)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream_try_timeout_s,
+                                                       connect=settings.connect_timeout_s), transport=pods)
         db = await asyncio.to_thread(Database, settings.audit_url, settings.audit_batch_max,
                                      lambda s: metrics.audit_commit.observe(s))
-        hasher = HasherClient(hasher_http, raw=keepalive)
+        hasher = HasherClient(pods)
         explainer = ExplainerClient(http)
         gateway = HashGateway(hasher, balancer, metrics, telemetry.tracer,
                               try_timeout_s=settings.upstream_try_timeout_s, max_retries=settings.max_retries,
@@ -167,8 +162,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await background.cancel_all()
             discovery.close()
-            await http.aclose()
-            await hasher_http.aclose()
+            await http.aclose()  # closes ``pods`` too
             await asyncio.to_thread(db.close)
             telemetry.shutdown()
 
