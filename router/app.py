@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_serving.client import ExplainerClient
 from router.admin import admin
+from router.admission import Admission
 from router.audit_store import AuditStore
 from router.auth import Authenticator, load_keys
 from router.background import BackgroundWork
@@ -114,7 +115,11 @@ def create_app(
         explainer = ExplainerClient(http)
         gateway = HashGateway(hasher, balancer, metrics, telemetry.tracer,
                               try_timeout_s=settings.upstream_try_timeout_s, max_retries=settings.max_retries,
-                              backoff_base_s=settings.retry_backoff_base_s)
+                              backoff_base_s=settings.retry_backoff_base_s,
+                              admission=Admission(settings.admission_limit_per_replica,
+                                                  settings.admission_max_wait_ms / 1000,
+                                                  lambda backend: len(balancer.available(backend)),
+                                                  on_refused=lambda b: metrics.admission_refused.labels(b).inc()))
         background = BackgroundWork(settings.shadow_max_inflight)
         templates = TemplateStore(db)
         audit = AuditStore(db)

@@ -11,6 +11,15 @@ backend survives a transient blip without falling back (Envoy's ``previous_hosts
 predicate likewise prefers, but does not insist on, another host). Never after a timeout (that
 would spend a second whole try timeout on a replica that hangs), and never to an ejected replica.
 
+Deadlines and admission: a try's timeout is the configured one cut to the request's time left
+(:mod:`router.deadline`) and, while a retry is still possible, to half of it: a replica that hangs
+or answers seconds late then leaves time for another, and its timeouts eject it. The pod is sent
+the try's timeout (``X-Request-Timeout-Ms``), so it drops the work when the router stops waiting.
+A try is not sent when less time is left than the backend typically takes to answer (504
+``deadline_exceeded``). Each try holds one of its backend's admission slots
+(:mod:`router.admission`); none free within the short wait -> 503 ``overloaded`` at once, with no
+retry and no fallback (more work elsewhere is not what an overloaded stack needs).
+
 Fallbacks and the retry budget: a fallback that follows failed tries is a retry of the request on
 another backend, so it draws on the budget of the backend it lands on, like that backend's own
 retries; a dead backend then cannot pile its failures onto its fallback beyond the budget. A
@@ -22,6 +31,7 @@ canary whose replicas are all down is served by stable rather than refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -30,7 +40,9 @@ from dataclasses import dataclass, field
 import httpx
 from opentelemetry.trace import SpanKind
 
+from router.admission import Admission, Overloaded
 from router.balancer import Balancer, Endpoint
+from router.deadline import DeadlineExceeded, check_time_for
 from router.errors import UpstreamRejected, UpstreamUnavailable
 from router.metrics import RouterMetrics
 from router.policy import Arm, TrafficPolicy
@@ -87,6 +99,7 @@ class HashGateway:
         try_timeout_s: float,
         max_retries: int,
         backoff_base_s: float,
+        admission: Admission | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
@@ -96,7 +109,10 @@ class HashGateway:
         self.try_timeout_s = try_timeout_s
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
+        self.admission = admission
         self._rng = rng or random.Random()
+        # backend -> running estimate of a successful try's duration: what a try needs to be sent
+        self.typical_s: dict[str, float] = {}
 
     async def hash(self, policy: TrafficPolicy, arm: Arm, images: Sequence[str]) -> HashOutcome:
         """Hash ``images`` on ``arm`` (retries, then the fallback chain); 503 naming what was tried."""
@@ -127,8 +143,9 @@ class HashGateway:
         if endpoint is None:
             raise ShadowFailed(f"{arm.backend}: no available replica")
         try:
-            return await self._try(arm, arm.backend, endpoint, images, timeout_s, attempt=1, shadow=True)
-        except (_TryFailed, UpstreamRejected) as exc:
+            async with self._admitted(arm.backend):
+                return await self._try(arm, arm.backend, endpoint, images, timeout_s, attempt=1, shadow=True)
+        except (_TryFailed, UpstreamRejected, Overloaded) as exc:
             raise ShadowFailed(str(exc)) from exc
 
     async def _on_backend(self, arm: Arm, backend: str, images: Sequence[str], *,
@@ -156,11 +173,33 @@ class HashGateway:
                 # Jitter around a doubling base: spreads the retries of many clients.
                 await asyncio.sleep(self.backoff_base_s * 2 ** (attempt - 2) * self._rng.uniform(0.5, 1.5))
             tried.add(endpoint.url)
+            timeout_s = self._try_timeout(backend, retries_left=self.max_retries + 1 - attempt)
             try:
-                return await self._try(arm, backend, endpoint, images, self.try_timeout_s, attempt), attempt
+                async with self._admitted(backend):
+                    return await self._try(arm, backend, endpoint, images, timeout_s, attempt), attempt
             except _TryFailed as exc:
                 last = exc
         raise _BackendExhausted(f"{self.max_retries + 1} tries failed; last error: {last}", self.max_retries + 1)
+
+    def _admitted(self, backend: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.admission.slot(backend) if self.admission is not None else contextlib.nullcontext()
+
+    def _try_timeout(self, backend: str, retries_left: int) -> float:
+        """The configured try timeout within the request's time left (half of it while a retry may follow).
+
+        Raises :class:`DeadlineExceeded` when less is left than a try of ``backend`` typically takes.
+        """
+        typical = self.typical_s.get(backend, 0.0)
+        try:
+            left = check_time_for(f"hashing on {backend}", typical)
+        except DeadlineExceeded:
+            self.metrics.deadline_exceeded.labels(backend).inc()
+            raise
+        if left is None:
+            return self.try_timeout_s
+        if retries_left > 0 and left / 2 >= typical:
+            left /= 2
+        return min(self.try_timeout_s, left)
 
     def _pick(self, backend: str, tried: set[str], last: _TryFailed | None) -> Endpoint | None:
         """A replica not yet tried; else, after a fast failure, an available one already tried (docstring)."""
@@ -185,7 +224,7 @@ class HashGateway:
                 # asyncio.timeout as well as the client's: it bounds the whole call, pool wait included.
                 async with asyncio.timeout(timeout_s):
                     response = await self.client.hash(endpoint.url, images, timeout_s=timeout_s,
-                                                      headers=dict(inject_headers({})))
+                                                      headers=inject_headers({TIMEOUT_HEADER: _ms(timeout_s)}))
                 outcome = "ok"
             except HasherRejected as exc:
                 outcome = "rejected"
@@ -205,6 +244,9 @@ class HashGateway:
                 m.upstream_requests.labels(arm.route, arm.name, backend, outcome).inc()
                 m.upstream_duration.labels(arm.route, arm.name, backend).observe(time.perf_counter() - start)
             self.balancer.report_success(backend, endpoint)
+            elapsed = time.perf_counter() - start
+            typical = self.typical_s.get(backend)
+            self.typical_s[backend] = elapsed if typical is None else 0.9 * typical + 0.1 * elapsed
             return response
 
     def _failed(self, backend: str, endpoint, span, message: str) -> None:
@@ -219,3 +261,10 @@ class _TryFailed(Exception):
     def __init__(self, message: str, *, timed_out: bool) -> None:
         super().__init__(message)
         self.timed_out = timed_out  # a hanging replica: retry elsewhere, never on the same one
+
+
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, int(seconds * 1000)))
