@@ -119,6 +119,9 @@ def create_app(
                               admission=Admission(settings.admission_limit_per_replica,
                                                   settings.admission_max_wait_ms / 1000,
                                                   lambda backend: len(balancer.available(backend)),
+                                                  adaptive=settings.admission_adaptive,
+                                                  min_per_replica=settings.admission_min_limit_per_replica,
+                                                  max_per_replica=settings.admission_max_limit_per_replica,
                                                   on_refused=lambda b: metrics.admission_refused.labels(b).inc()))
         background = BackgroundWork(settings.shadow_max_inflight)
         templates = TemplateStore(db)

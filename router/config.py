@@ -63,8 +63,12 @@ class RouterSettings(BaseSettings):
                                                              "X-Request-Timeout-Ms; pods get the time left")
     max_request_deadline_s: float = Field(30.0, gt=0, description="X-Request-Timeout-Ms is capped at this")
     admission_limit_per_replica: int = Field(
-        4, ge=0, description="hasher calls in flight per available replica of a backend; beyond it a call waits "
-                             "admission_max_wait_ms, then 503 overloaded; 0: no admission control")
+        8, ge=0, description="hasher calls in flight per available replica of a backend (the start of the "
+                             "adaptive limit, or the fixed one); beyond the limit a call waits admission_max_wait_ms, "
+                             "then 503 overloaded; 0: no admission control")
+    admission_adaptive: bool = Field(True, description="adapt each backend's limit to its latency (router.admission)")
+    admission_min_limit_per_replica: int = Field(2, ge=1)
+    admission_max_limit_per_replica: int = Field(64, ge=1)
     admission_max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a slot before 503 overloaded")
     outlier_consecutive_failures: int = Field(3, ge=1, description="eject a replica after this many failures in a row")
     outlier_base_ejection_s: float = Field(5.0, gt=0, description="first ejection; doubles per repeat, capped")

@@ -184,6 +184,10 @@ class HashGateway:
     def _admitted(self, backend: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self.admission.slot(backend) if self.admission is not None else contextlib.nullcontext()
 
+    def _observe(self, backend: str, duration_s: float) -> None:
+        if self.admission is not None:
+            self.admission.observe(backend, duration_s)
+
     def _try_timeout(self, backend: str, retries_left: int) -> float:
         """The configured try timeout within the request's time left (half of it while a retry may follow).
 
@@ -232,6 +236,7 @@ class HashGateway:
                 raise UpstreamRejected(f"{backend} refused the input: {exc}") from exc
             except TimeoutError as exc:
                 outcome = "timeout"
+                self._observe(backend, time.perf_counter() - start)  # queueing somewhere: the limit must fall
                 self._failed(backend, endpoint, span, f"timeout after {timeout_s:g}s")
                 raise _TryFailed(f"{endpoint.url}: timeout after {timeout_s:g}s", timed_out=True) from exc
             except HasherUnavailable as exc:
@@ -245,6 +250,7 @@ class HashGateway:
                 m.upstream_duration.labels(arm.route, arm.name, backend).observe(time.perf_counter() - start)
             self.balancer.report_success(backend, endpoint)
             elapsed = time.perf_counter() - start
+            self._observe(backend, elapsed)
             typical = self.typical_s.get(backend)
             self.typical_s[backend] = elapsed if typical is None else 0.9 * typical + 0.1 * elapsed
             return response

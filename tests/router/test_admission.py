@@ -20,7 +20,9 @@ from router.deadline import (
 
 
 def admission(limit: int, wait_s: float = 0.005, replicas: int = 1, refused: list | None = None) -> Admission:
-    return Admission(limit, wait_s, lambda _b: replicas, on_refused=(refused.append if refused is not None else None))
+    """A fixed limit (the adaptive one is tested on its own below)."""
+    return Admission(limit, wait_s, lambda _b: replicas, adaptive=False,
+                     on_refused=(refused.append if refused is not None else None))
 
 
 async def hold(adm: Admission, backend: str, release: asyncio.Event, entered: list) -> None:
@@ -91,6 +93,46 @@ async def test_cancelled_waiter_leaves_no_slot_behind() -> None:
     assert adm.inflight("b") == 0
     async with adm.slot("b"):
         assert adm.inflight("b") == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def feed(adm: Admission, clock: Clock, durations: list[float]) -> None:
+    """Calls that take ``durations``, finishing as if 20 ran at once (the clock advances d / 20 per call)."""
+    for d in durations:
+        async with adm.slot("b"):
+            clock.now += d / 20
+            adm.observe("b", d)
+
+
+async def test_adaptive_limit_grows_while_calls_stay_fast_and_shrinks_when_they_queue() -> None:
+    clock = Clock()
+    replicas = [2]
+    adm = Admission(4, 0.005, lambda _b: replicas[0], min_per_replica=2, max_per_replica=32, tolerance=2.0,
+                    floor_s=0.05, interval_s=0.25, samples=10, clock=clock)
+    async with adm.slot("b"):
+        assert adm.limit("b") == 8  # the start: 4 per replica
+    await feed(adm, clock, [0.1] * 200)  # as fast as ever: grows to the bound
+    assert adm.limit("b") == 64
+    await feed(adm, clock, [0.5] * 200)  # five times the minimum, far past the floor: queueing
+    assert adm.limit("b") == 4  # down to the lower bound, 2 per replica
+    await feed(adm, clock, [0.12] * 200)  # within the tolerance again
+    assert adm.limit("b") > 32
+    replicas[0] = 1  # a replica gone: the bounds halve at once
+    assert adm.limit("b") == 32
+
+
+async def test_adaptive_limit_ignores_noise_below_the_floor() -> None:
+    clock = Clock()
+    adm = Admission(4, 0.005, lambda _b: 1, max_per_replica=16, floor_s=0.05, samples=10, clock=clock)
+    await feed(adm, clock, [0.002] * 20 + [0.03] * 200)  # 15x the minimum, but 30 ms: router noise
+    assert adm.limit("b") == 16
 
 
 def test_timeout_header_parsing() -> None:
