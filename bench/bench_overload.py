@@ -123,7 +123,7 @@ class Client:
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT_S):
-                status, headers, _ = await conn.request(data)
+                status, headers, body = await conn.request(data)
         except TimeoutError:
             run.timeouts += 1
             conn.close()
@@ -137,6 +137,8 @@ class Client:
         if status == 200:
             run.latencies_ok.append(elapsed)
         elif status in (429, 503):
+            if not run.refusals:
+                print(f"first refusal: {status} {body[:300]!r}", file=sys.stderr)
             run.refusals.append(elapsed)
             if b"retry-after" not in headers:
                 run.refusals_without_retry_after += 1
@@ -226,8 +228,8 @@ async def bench(args: argparse.Namespace) -> int:
                 served = len(run.latencies_ok) / max(1, run.sent)
                 p99 = pct(run.latencies_ok, 0.99)
                 steps.append((rate, run.goodput, p99, served))
-                print(f"rate {rate:.1f}/s: goodput {run.goodput:.1f}/s p99 {p99 * 1000:.0f} ms served {served:.3f}",
-                      file=sys.stderr)
+                print(f"rate {rate:.1f}/s: goodput {run.goodput:.1f}/s p99 {p99 * 1000:.0f} ms served {served:.3f} "
+                      f"refused {len(run.refusals)} errors {run.errors} timeouts {run.timeouts}", file=sys.stderr)
                 if p99 > P99_TARGET_S or served < 0.99:
                     break
                 capacity, p99_at_c = rate, p99

@@ -198,6 +198,9 @@ class HashGateway:
             left = check_time_for(f"hashing on {backend}", typical)
         except DeadlineExceeded:
             self.metrics.deadline_exceeded.labels(backend).inc()
+            # The estimate learns only from tries sent: let it decay while nothing is, or one slow
+            # spell (a cold engine) would keep every later request from being sent at all.
+            self.typical_s[backend] = 0.95 * typical
             raise
         if left is None:
             return self.try_timeout_s

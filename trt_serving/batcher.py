@@ -6,7 +6,8 @@
   form back to back with no added delay.
 - Shedding, at once and before any work (:class:`Overloaded`, HTTP 503 + Retry-After): more than
   ``max_queue_size`` waiting requests, or a request whose time left is shorter than the queue ahead
-  of it is expected to take (the backlog in batches times a running estimate of a batch's time).
+  of it is expected to take (the backlog in batches times a running estimate of a batch's time;
+  a request that finds the queue empty is never shed this way).
 - A request whose deadline passes before its batch starts is dropped (:class:`DeadlineExceeded`):
   nobody waits for its answer any more; a cancelled request (client gone) is dropped from the
   batch or its result discarded. Shed and dropped requests are counted by reason.
@@ -125,7 +126,9 @@ class DynamicBatcher:
             raise Overloaded(f"queue full ({len(self._pending)} requests waiting)",
                              retry_after_s=self.expected_wait_s())
         expected = self.expected_wait_s()
-        if expected > timeout_s:
+        # Only behind a backlog: a request that finds the queue empty always runs, so batches keep
+        # running and the estimate keeps learning (one slow batch must not shed everything after it).
+        if self._pending and expected > timeout_s:
             self._count("shed", "deadline")
             raise Overloaded(f"expected wait {expected * 1000:.0f} ms exceeds the {timeout_s * 1000:.0f} ms "
                              "the request has left", retry_after_s=expected)

@@ -155,15 +155,25 @@ async def test_request_that_cannot_meet_its_deadline_is_shed_at_once(pool) -> No
     engine.release.set()
     await first
     assert b.expected_wait_s() >= 0.2
+    # An empty queue: served however short its time (the estimate must keep learning).
+    assert (await b.submit(rows(2), timeout_s=0.05)).logits[0, 0] == 2.0
+    engine.release.clear()
+    running = asyncio.create_task(b.submit(rows(5), timeout_s=5))
+    await asyncio.sleep(0.05)
+    backlog = asyncio.create_task(b.submit(rows(6), timeout_s=5))  # waits behind the running batch
+    await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     with pytest.raises(Overloaded) as info:
-        await b.submit(rows(2), timeout_s=0.05)
+        await b.submit(rows(7), timeout_s=0.05)
     assert loop.time() - t0 < 0.05  # refused now, not after waiting
     assert info.value.status == 503 and info.value.code == "overloaded" and "Retry-After" in info.value.headers
     assert metrics.registry.get_sample_value("servestack_hasher_shed_total", {"reason": "deadline"}) == 1
-    assert (await b.submit(rows(3), timeout_s=5)).logits[0, 0] == 3.0  # time enough: served
-    assert engine.batches == [[1.0], [3.0]]
+    queued = asyncio.create_task(b.submit(rows(3), timeout_s=5))  # time enough: queued and served
+    engine.release.set()
+    await asyncio.gather(running, backlog)
+    assert (await queued).logits[0, 0] == 3.0
+    assert engine.batches == [[1.0], [2.0], [5.0], [6.0, 3.0]]
     await b.stop()
 
 
