@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import bench_router  # bench/: its router-process helpers
 import httpx
 import rawhttp  # bench/: a load client cheaper than the servers it measures
+from bench_router import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -52,17 +54,8 @@ CLIENT_TIMEOUT_S = 3.0
 TWO_MODALITIES = 0.3
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+    return bench_router.pct(values, q) if values else float("nan")
 
 
 def start_router(state_dir: Path, name: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -75,17 +68,8 @@ def start_router(state_dir: Path, name: str, env: dict[str, str]) -> tuple[subpr
     log = open(state_dir / f"bench-router-{name}.log", "wb")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen([sys.executable, "-m", "router"], env=full, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"router {name} exited: {(state_dir / f'bench-router-{name}.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"router {name} not ready")
+    bench_router.wait_ready(f"{url}/readyz", proc, timeout_s=120)
+    return proc, url
 
 
 @dataclass
