@@ -102,19 +102,34 @@ class Client:
         body = json.dumps({"subject_id": subject, **images}).encode()
         return rawhttp.post(self.netloc, "/v1/verify", body, {"Authorization": f"Bearer {self.key}"})
 
+    async def _request(self, data: bytes) -> tuple[rawhttp.RawConnection, int, dict[bytes, bytes], bytes]:
+        """Send on a pooled connection, or a new one when the pooled one was closed while idle."""
+        while self.free:
+            conn = self.free.pop()
+            try:
+                return (conn, *await conn.request(data))
+            except (OSError, asyncio.IncompleteReadError):
+                conn.close()  # the server closed it after its keep-alive timeout: not an error of the request
+            except BaseException:  # a client timeout cancels us: the connection's state is unknown
+                conn.close()
+                raise
+        conn = await rawhttp.RawConnection.open(self.host, self.port)
+        try:
+            return (conn, *await conn.request(data))
+        except BaseException:
+            conn.close()
+            raise
+
     async def send(self, data: bytes, run: Run) -> None:
-        conn = self.free.pop() if self.free else await rawhttp.RawConnection.open(self.host, self.port)
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT_S):
-                status, headers, body = await conn.request(data)
+                conn, status, headers, body = await self._request(data)
         except TimeoutError:
             run.timeouts += 1
-            conn.close()
             return
         except (OSError, asyncio.IncompleteReadError):
             run.errors[0] = run.errors.get(0, 0) + 1
-            conn.close()
             return
         elapsed = time.perf_counter() - t0
         self.free.append(conn)
