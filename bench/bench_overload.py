@@ -10,8 +10,10 @@ the request deadline (2 s by default). The verify mix: face only, and face + fin
    admission control; C is the highest rate whose successes' p99 is at most 500 ms with at least
    99 % of requests served.
 2. 2C and 4C, each on both routers, interleaved: goodput (successes/s), p50/p99 of successes,
-   refusals (503/429) and the slowest refusal, whether every refusal carried Retry-After, other
-   errors, client timeouts (the client gives up after 3 s).
+   refusals (503 ``overloaded``, 429 ``rate_limited``: answered at once by design) and the slowest
+   one, whether every refusal carried Retry-After, other errors by status and code (a 503
+   ``upstream_unavailable`` after tries timed out is a failure, not a refusal), client timeouts
+   (the client gives up after 3 s).
 
 Usage:
     .venv/bin/python bench/bench_overload.py [--quick] [--seconds 8] [--start-rate 8]
@@ -79,13 +81,23 @@ class Run:
     latencies_ok: list[float] = field(default_factory=list)
     refusals: list[float] = field(default_factory=list)
     refusals_without_retry_after: int = 0
-    errors: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # "status code" -> count; "conn" without an answer
     timeouts: int = 0
     sent: int = 0
 
     @property
     def goodput(self) -> float:
         return len(self.latencies_ok) / self.seconds
+
+
+REFUSALS = {"overloaded", "rate_limited"}  # answered at once, by design: the others are failures
+
+
+def _code(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
 
 
 class Client:
@@ -129,20 +141,21 @@ class Client:
             run.timeouts += 1
             return
         except (OSError, asyncio.IncompleteReadError):
-            run.errors[0] = run.errors.get(0, 0) + 1
+            run.errors["conn"] = run.errors.get("conn", 0) + 1
             return
         elapsed = time.perf_counter() - t0
         self.free.append(conn)
         if status == 200:
             run.latencies_ok.append(elapsed)
-        elif status in (429, 503):
-            if not run.refusals:
-                print(f"first refusal: {status} {body[:300]!r}", file=sys.stderr)
+        elif status in (429, 503) and _code(body) in REFUSALS:
             run.refusals.append(elapsed)
             if b"retry-after" not in headers:
                 run.refusals_without_retry_after += 1
         else:
-            run.errors[status] = run.errors.get(status, 0) + 1
+            key = f"{status} {_code(body)}"
+            if key not in run.errors:
+                print(f"first {key}: {body[:300]!r}", file=sys.stderr)
+            run.errors[key] = run.errors.get(key, 0) + 1
 
     def close(self) -> None:
         for conn in self.free:
@@ -193,7 +206,7 @@ def row(label: str, run: Run, capacity: float, p99_at_c: float) -> str:
     errors = sum(run.errors.values())
     good = (run.goodput >= 0.9 * capacity and pct(ok, 0.99) <= 2 * p99_at_c and refused_max <= 50
             and run.refusals_without_retry_after == 0 and run.timeouts == 0)
-    err_text = ", ".join(f"{k or 'conn'}: {v}" for k, v in sorted(run.errors.items())) or "0"
+    err_text = ", ".join(f"{k}: {v}" for k, v in sorted(run.errors.items())) or "0"
     retry_after = "-" if not run.refusals else ("yes" if run.refusals_without_retry_after == 0 else "no")
     return (f"| {label} | {run.offered:.0f} | {run.goodput:.1f} ({run.goodput / capacity:.2f} C) | "
             f"{pct(ok, 0.5) * 1000:.0f} | {pct(ok, 0.99) * 1000:.0f} | {len(run.refusals)} | {refused_max:.0f} | "
@@ -259,8 +272,8 @@ async def bench(args: argparse.Namespace) -> int:
         print(f"| {rate:.1f} | {goodput:.1f} | {p99 * 1000:.0f} | {served:.3f} |")
     print(f"\nC = {capacity:.1f} req/s (p99 {p99_at_c * 1000:.0f} ms). Overload, {args.seconds:g} s per row, "
           f"client timeout {CLIENT_TIMEOUT_S:g} s:\n")
-    print("| run | offered req/s | goodput req/s | p50 ms | p99 ms | refused (503/429) | slowest refusal ms "
-          "| Retry-After on all | other errors | client timeouts | goals |")
+    print("| run | offered req/s | goodput req/s | p50 ms | p99 ms | refused (overloaded, rate_limited) "
+          "| slowest refusal ms | Retry-After on all | other errors | client timeouts | goals |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
     for r in rows:
         print(r)
