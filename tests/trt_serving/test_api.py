@@ -207,3 +207,16 @@ def test_settings_parse_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.candidates() == [("openvino", "int8"), ("onnxruntime", "int8"), ("torch", "fp32")]
     with pytest.raises(ValueError, match="unknown backend"):
         HasherSettings(backend="coreml")
+
+
+def test_request_timeout_header(pod, helpers) -> None:  # noqa: ANN001
+    client, _ = pod
+    body = {"images": [b64(helpers.sample_images(1)[0])]}
+    ok = client.post("/v1/hash", json=body, headers={"X-Request-Timeout-Ms": "5000"})
+    assert ok.status_code == 200, ok.text
+    expired = client.post("/v1/hash", json=body, headers={"X-Request-Timeout-Ms": "0"})
+    assert expired.status_code == 504 and expired.json()["error"]["code"] == "deadline_exceeded"
+    bad = client.post("/v1/hash", json=body, headers={"X-Request-Timeout-Ms": "soon"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_timeout"
+    metrics = client.get("/metrics").text
+    assert 'servestack_hasher_dropped_total{reason="deadline"} 1.0' in metrics
