@@ -120,4 +120,4 @@ def wilson_effective(p: float, se: float, n: int, confidence: float) -> tuple[fl
     denom = 1 + z * z / n_eff
     center = (p + z * z / (2 * n_eff)) / denom
     half = z * np.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff * n_eff)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+    return (max(0.0, float(center - half)), min(1.0, float(center + half)))
