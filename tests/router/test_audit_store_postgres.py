@@ -90,8 +90,8 @@ async def test_two_stores_write_one_database_concurrently(audit_url):
         stores = [AuditStore(first), AuditStore(second)]
         await asyncio.gather(*(stores[i % 2].record(record(i, created_at=now + i)) for i in range(40)))
         rows = await stores[1].experiment_rows("face")
-        assert len(rows) == 40 and rows[0] == ExperimentRow("v1", "accept", 10.0, now, "s0", "randomised", None, 3, None,
-                                                         f"{0:032x}")
+        assert len(rows) == 40
+        assert rows[0] == ExperimentRow("v1", "accept", 10.0, now, "s0", "randomised", None, 3, None, f"{0:032x}")
         assert (await stores[0].get(f"{39:032x}")).subject_id == "s39"
     finally:
         await asyncio.to_thread(first.close)
