@@ -45,6 +45,7 @@ from router.health import HealthChecker
 from router.keepalive_transport import KeepAliveTransport
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
 from router.ops import mount_docs, ops
+from router.outcomes import outcomes
 from router.policy import EXPLAINER
 from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
@@ -211,6 +212,7 @@ def create_app(
     app.include_router(admin)
     app.include_router(ops)
     app.include_router(experiments_router())
+    app.include_router(outcomes)
     mount_docs(app)
     # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast path -> app.
     if settings.fast_path:
