@@ -86,3 +86,49 @@ def test_subjects_move_only_from_losers_to_gainers(sequence: list[list[int]]) ->
         assert moved == sum(max(alloc.counts()[a] - counts[a], 0) for a in arms)  # no more moves than needed
         alloc = new
     assert sum(alloc.counts().values()) == BUCKETS
+
+
+# --- in the policy ----------------------------------------------------------------------------
+
+def three_arm_policy(a: float, b: float, c: float) -> dict:
+    return {"backends": {f"b{x}": {"endpoints": [f"http://127.0.0.1:81{i}0"]} for i, x in enumerate("abc")},
+            "routes": {"face": {"arms": [{"name": x, "backend": f"b{x}", "weight": w}
+                                         for x, w in zip("abc", (a, b, c), strict=True)]}}}
+
+
+def arms_of(policy, subjects: int = 5000) -> list[str]:
+    from router.policy import RequestContext
+
+    return [policy.choose(RequestContext(route="face", sticky_value=f"s{i}")).name for i in range(subjects)]
+
+
+def test_policy_weight_moves_and_replacement_keep_subjects_put() -> None:
+    from router.policy import PolicySpec, TrafficPolicy
+
+    spec = PolicySpec.model_validate(three_arm_policy(80, 10, 10))
+    before = arms_of(TrafficPolicy(spec))
+    moved = spec.with_weights("face", {"a": 60, "c": 30})
+    assert moved.routes["face"].allocation is not None  # persisted with the policy
+    after = arms_of(TrafficPolicy(moved))
+    assert {(x, y) for x, y in zip(before, after, strict=True) if x != y} == {("a", "c")}
+    # A whole policy put without an allocation keeps the old one, moved to its weights.
+    replaced = PolicySpec.model_validate(three_arm_policy(60, 20, 20)).with_allocations_from(moved)
+    again = arms_of(TrafficPolicy(replaced))
+    assert {(x, y) for x, y in zip(after, again, strict=True) if x != y} == {("c", "b")}  # 60/10/30 -> 60/20/20
+    # Hand-edited weights beside a stale allocation: rebalanced from it, still only losers -> gainers.
+    data = moved.model_dump(mode="json", exclude_none=True)
+    data["routes"]["face"]["arms"][1]["weight"] = 0
+    data["routes"]["face"]["arms"][2]["weight"] = 40
+    edited = arms_of(TrafficPolicy(PolicySpec.model_validate(data)))
+    assert {(x, y) for x, y in zip(after, edited, strict=True) if x != y} == {("b", "c")}
+
+
+def test_policy_refuses_a_broken_allocation() -> None:
+    from pydantic import ValidationError
+
+    from router.policy import PolicySpec
+
+    data = three_arm_policy(1, 1, 1)
+    data["routes"]["face"]["allocation"] = {"a": [[0, 5000]], "b": [[5000, 9000]]}
+    with pytest.raises(ValidationError, match="cover"):
+        PolicySpec.model_validate(data)
