@@ -64,6 +64,7 @@ class Comparison(_Frozen):
     subjects: int = Field(description="subjects behind the comparison (both arms)")
     difference: float | None = Field(description="treatment - control, mean of per-subject rates")
     difference_ci: Interval | None = Field(description="subject-level (cluster-robust) interval")
+    standard_error: float | None = Field(None, description="of the difference, subject-level (cluster-robust)")
     z: float | None
     p_value: float | None = Field(description="fixed-horizon, subject-level: valid when read once, at the end")
     significant: bool
@@ -177,7 +178,8 @@ def _compare(frame: _Frame, metric: str, control: int, treatment: int, counted: 
     summary = (f"{verdict}: {100 * d:+.2f} points over {int(est.subjects)} subjects (fixed-horizon p {float(p):.3g}; "
                f"always-valid p {seq})")
     return Comparison(metric=metric, control=c_name, treatment=t_name, subjects=int(est.subjects), difference=d,
-                      difference_ci=Interval(low=d - q * se, high=d + q * se), z=_f(z), p_value=_f(p),
+                      difference_ci=Interval(low=d - q * se, high=d + q * se), standard_error=_f(se), z=_f(z),
+                      p_value=_f(p),
                       significant=significant, request_p_value=_f(p_req), sequential_p_value=seq_p,
                       sequential_significant=seq_sig, summary=summary)
 
