@@ -34,6 +34,7 @@ import random
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from time import time_ns
 from types import MappingProxyType
 from typing import Any
@@ -107,6 +108,11 @@ def _clean(key: str, value: Any) -> Any:
     return None
 
 
+def _field(attr: str) -> Any:
+    """A read-only property returning ``attr`` of the span."""
+    return property(attrgetter(attr))
+
+
 def _random_id(bits: int) -> int:
     n = 0
     while n == 0:  # 0 is the invalid id
@@ -163,33 +169,16 @@ class LeanSpan(trace.Span, ReadableSpan):
     # --- ReadableSpan -------------------------------------------------------------------------
     # Every field is read through a property of this class: the fields are ours, whatever the
     # SDK's ReadableSpan names its own.
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def context(self) -> SpanContext:
-        return self._context
-
-    @property
-    def kind(self) -> SpanKind:
-        return self._kind
-
-    @property
-    def parent(self) -> SpanContext | None:
-        return self._parent
-
-    @property
-    def start_time(self) -> int | None:
-        return self._start_time
-
-    @property
-    def end_time(self) -> int | None:
-        return self._end_time
-
-    @property
-    def status(self) -> Status:
-        return self._status
+    name = _field("_name")
+    context = _field("_context")
+    kind = _field("_kind")
+    parent = _field("_parent")
+    start_time = _field("_start_time")
+    end_time = _field("_end_time")
+    status = _field("_status")
+    resource = _field("_resource")
+    instrumentation_scope = _field("_instrumentation_scope")
+    instrumentation_info = property(lambda self: None)  # deprecated in the SDK; the scope says it
 
     @property
     def events(self) -> Sequence[Event]:
@@ -198,18 +187,6 @@ class LeanSpan(trace.Span, ReadableSpan):
     @property
     def links(self) -> Sequence[Link]:
         return tuple(self._links)
-
-    @property
-    def resource(self) -> Resource:
-        return self._resource
-
-    @property
-    def instrumentation_scope(self) -> InstrumentationScope:
-        return self._instrumentation_scope
-
-    @property
-    def instrumentation_info(self) -> None:
-        return None
 
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:

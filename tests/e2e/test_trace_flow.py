@@ -26,11 +26,10 @@ import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
-from servestack.background import StackStartError, start_stack, stop_stack
 from servestack.samples import write_samples
 from servestack.stackfile import StackInfo
-from tests.e2e.conftest import CACHE_DIR, REPO, START_TIMEOUT_S
 from tests.observability.otlp_sink import CapturedSpan, OtlpSink, by_name, one
+from tests.support.stack import running_stack
 from tracing import TracingSettings, inject_headers, setup_telemetry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -50,16 +49,8 @@ def traced_stack(request: pytest.FixtureRequest, otlp_endpoint: str,
     if request.param == "lean":
         yield request.getfixturevalue("stack")
         return
-    state_dir = tmp_path_factory.mktemp("stack-stock-sdk")
-    try:
-        proc, info = start_stack(state_dir, "--otlp-endpoint", otlp_endpoint, cache_dir=CACHE_DIR,
-                                 timeout_s=START_TIMEOUT_S, cwd=REPO, env=STOCK_SDK)
-    except StackStartError as exc:
-        pytest.fail(str(exc))
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack-stock-sdk"), otlp_endpoint, env=STOCK_SDK) as info:
         yield info
-    finally:
-        stop_stack(proc)
 
 
 def _b64(path: Path) -> str:
