@@ -61,3 +61,18 @@ def test_the_multi_processor_the_lean_tracer_extends_keeps_its_public_methods(me
         f"opentelemetry.sdk.trace.SynchronousMultiSpanProcessor.{method} is gone: tracing.lean.SpanProcessors "
         "must be rebuilt on what the provider now accepts as active_span_processor."
     )
+
+
+def test_span_context_is_still_the_tuple_the_lean_tracer_unpacks() -> None:
+    # tracing/lean.py and tracing/spans.py unpack a SpanContext as a 6-tuple and build one with
+    # tuple.__new__ (its constructor re-checks ids we make in range): an implementation detail.
+    from opentelemetry.trace import SpanContext, TraceFlags
+    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+    ctx = SpanContext(0xABC, 0xDEF, True, TraceFlags(1), DEFAULT_TRACE_STATE)
+    assert isinstance(ctx, tuple) and tuple(ctx) == (0xABC, 0xDEF, True, TraceFlags(1), DEFAULT_TRACE_STATE, True), (
+        "opentelemetry.trace.SpanContext is no longer the tuple (trace_id, span_id, is_remote, trace_flags, "
+        "trace_state, is_valid): tracing/lean.py (start_span) and tracing/spans.py (_start) unpack it so."
+    )
+    built = tuple.__new__(SpanContext, (0xABC, 0xDEF, False, TraceFlags(1), DEFAULT_TRACE_STATE, True))
+    assert (built.trace_id, built.span_id, built.is_valid) == (0xABC, 0xDEF, True)
