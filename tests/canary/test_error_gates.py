@@ -75,3 +75,18 @@ def test_differences_read_from_the_report_json() -> None:
          "subjects": 1}]}
     assert differences(report, "v1", "v2") == {"frr": RateDifference(0.01, 0.004, 300)}
     assert differences(report, "v0", "v2") == {}
+
+
+def test_cli_flags_make_the_gates() -> None:
+    import argparse
+
+    from servestack import canary_cmd
+
+    parser = argparse.ArgumentParser(prog="servestack")
+    canary_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["canary", "start", "face", "--to", "v2", "--max-frr-increase", "1",
+                              "--max-far-increase", "0", "--experiment", "face-v2"])
+    gates = canary_cmd.analysis_from_args(args).error_gates
+    assert [(g.metric, g.max, g.mode) for g in gates] == [("frr", 1.0, "non-inferiority"), ("far", 0.0, "no-harm")]
+    plain = parser.parse_args(["canary", "start", "face", "--to", "v2"])
+    assert canary_cmd.analysis_from_args(plain).error_gates == []
