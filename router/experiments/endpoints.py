@@ -43,8 +43,8 @@ class ExperimentSummary(BaseModel):
     route: str
     arms: list[ArmWeight]
     policy_version: int
-    since: float | None = Field(description="when these weights were first put in force (unix time); null when "
-                                            "the router has not recorded it yet (no verification since)")
+    since: float | None = Field(description="since when these weights are in force (unix time of the first "
+                                            "verification under them); null before any verification under them")
 
 
 class ExperimentList(BaseModel):
