@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from servestack import loadtest_cmd
+from tests.support.procs import stop
 
 FAKE = Path(__file__).parent / "fake_router.py"
 KEY = "sk-test-fake"
@@ -32,8 +33,9 @@ def _start_fake(*extra: str) -> tuple[subprocess.Popen[str], str]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
-        proc.kill()
-        pytest.fail(f"fake router did not start: {line}{proc.stdout.read()}")
+        output = proc.stdout.read()
+        stop(proc)
+        pytest.fail(f"fake router did not start: {line}{output}")
     return proc, f"http://127.0.0.1:{line.split()[-1]}"
 
 
@@ -41,8 +43,7 @@ def _start_fake(*extra: str) -> tuple[subprocess.Popen[str], str]:
 def fake_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc, url = _start_fake()
     yield proc, url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 @pytest.fixture
@@ -54,8 +55,7 @@ def fake_router(fake_process: tuple[subprocess.Popen[str], str]) -> str:
 def failing_fake_router() -> Iterator[str]:
     proc, url = _start_fake("--hash-status", "503")
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 def _loadtest(*argv: str) -> int:
@@ -86,6 +86,29 @@ def test_mixed_run_passes_with_both_arms_and_streams(fake_router: str, tmp_path:
     assert (out / "report.html").stat().st_size > 10_000
     assert (out / "locust_stats.csv").exists()
     assert "PASSED" in (out / "summary.md").read_text()
+
+
+@pytest.fixture
+def locking_fake_router() -> Iterator[str]:
+    proc, url = _start_fake("--lock-every", "4")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_labelled_run_posts_every_outcome_and_a_subject_lock_is_no_failure(locking_fake_router: str,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "labelled"
+    rc = _loadtest("--scenario", "labelled", "--users", "3", "--duration", "5s", "--host", locking_fake_router,
+                   "--api-key", KEY, "--out", str(out), "--think-time", "0.01", "0.05", "--subjects", "20",
+                   "--max-error-rate", "0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 0, summary["violations"]
+    assert summary["totals"]["failures"] == 0, summary["errors"]
+    by_name = {e["name"]: e["requests"] for e in summary["endpoints"]}
+    verified = sum(n for name, n in by_name.items() if name.startswith("/v1/verify"))
+    outcomes = by_name["/v1/audit/{id}/outcome"]
+    assert 0 < outcomes < verified  # every verification that got through was labelled; locked ones not
 
 
 def test_errors_fail_the_run_with_a_shape(failing_fake_router: str, tmp_path: Path) -> None:
