@@ -23,9 +23,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.canary.procs import process
-from tests.observability.otlp_sink import free_port
 from tests.router.fakes import AUTH, b64, write_keys
+from tests.support.procs import free_port, process
 
 HERE = Path(__file__).parent
 FAKE_HASHER = HERE.parent / "router" / "fake_hasher.py"

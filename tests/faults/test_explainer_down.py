@@ -10,10 +10,9 @@ import time
 import httpx
 import pytest
 
-from tests.canary.procs import process
 from tests.faults.harness import FAKE_EXPLAINER, drive, enroll, face, hashers, policy, start_router
-from tests.observability.otlp_sink import free_port
 from tests.router.fakes import AUTH
+from tests.support.procs import free_port, process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SUBJECTS = [f"e{i}" for i in range(10)]
