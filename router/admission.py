@@ -77,7 +77,7 @@ class Admission:
     """
 
     def __init__(self, limit_per_replica: int, max_wait_s: float, replicas: Callable[[str], int], *,
-                 adaptive: bool = True, min_per_replica: int = 2, max_per_replica: int = 64,
+                 adaptive: bool = True, min_per_replica: int = 4, max_per_replica: int = 64,
                  tolerance: float = 2.0, floor_s: float = 0.05, interval_s: float = 0.25, samples: int = 50,
                  min_rtt_window_s: float = 30.0, retry_after_s: int = 1,
                  on_refused: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic

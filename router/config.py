@@ -67,7 +67,8 @@ class RouterSettings(BaseSettings):
                              "adaptive limit, or the fixed one); beyond the limit a call waits admission_max_wait_ms, "
                              "then 503 overloaded; 0: no admission control")
     admission_adaptive: bool = Field(True, description="adapt each backend's limit to its latency (router.admission)")
-    admission_min_limit_per_replica: int = Field(2, ge=1)
+    admission_min_limit_per_replica: int = Field(4, ge=1, description="the adaptive limit never falls below "
+                                                 "this: a few clients are never refused by noise")
     admission_max_limit_per_replica: int = Field(64, ge=1)
     admission_max_wait_ms: float = Field(5.0, ge=0, description="longest wait for a slot before 503 overloaded")
     outlier_consecutive_failures: int = Field(3, ge=1, description="eject a replica after this many failures in a row")
