@@ -46,6 +46,8 @@ from router.keepalive_transport import KeepAliveTransport
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
 from router.ops import mount_docs, ops
 from router.policy import EXPLAINER
+from router.policy_sources.factory import make_source
+from router.policy_sources.file import FilePolicySource
 from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
 from router.shadow import ShadowWork
@@ -113,8 +115,10 @@ def create_app(
     telemetry = telemetry or setup_telemetry("servestack-router", settings.service_version)
     metrics = RouterMetrics()
     register_span_metrics(metrics.registry, "servestack_router_spans_dropped_total", telemetry)
-    assert settings.policy_path is not None  # RouterSettings refuses None
-    holder = PolicyHolder(settings.policy_path, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
+    source = make_source(settings)
+    holder = PolicyHolder(source, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
+    if isinstance(source, FilePolicySource):
+        holder.load_snapshot(source.read_now())  # a bad file stops the router here, before it serves
     keys = load_keys(settings.keys_file) if settings.keys_file is not None and not settings.auth_disabled else None
     balancer = Balancer(
         consecutive_failures=settings.outlier_consecutive_failures,
@@ -127,6 +131,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if holder.current is None:
+            await holder.load()  # a remote source (the ConfigMap) is read once the loop runs
         timeout = httpx.Timeout(settings.upstream_try_timeout_s, connect=settings.connect_timeout_s)
         limits = httpx.Limits(max_connections=settings.http_max_connections,
                               max_keepalive_connections=settings.http_max_connections)
@@ -150,6 +156,7 @@ def create_app(
         discovery = Discovery(balancer, settings.dns_refresh_s, slice_fns)
         holder.subscribe(discovery.apply)
         holder.subscribe(metrics.set_weights)
+        holder.subscribe(lambda policy: metrics.policy_version.set(policy.version))
 
         async def probe_hasher(url: str) -> bool:
             return await hasher.ready(url, timeout_s=settings.health_timeout_s)
@@ -194,6 +201,9 @@ def create_app(
             await http.aclose()
             await hasher_http.aclose()
             await asyncio.to_thread(db.close)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
             telemetry.shutdown()
 
     app = FastAPI(title="ServeStack router", version=settings.service_version, description=DESCRIPTION,

@@ -125,3 +125,10 @@ class UpstreamUnavailable(Unavailable):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class VersionConflict(RouterError):
+    """412 version_conflict: ``If-Match`` names a policy version that is no longer in force."""
+
+    status = 412
+    code = "version_conflict"
