@@ -50,6 +50,7 @@ from router.policy_sources.factory import make_source
 from router.policy_sources.file import FilePolicySource
 from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
+from router.ratelimit_store import SharedRateLimiter, shared_limiter
 from router.shadow import ShadowWork
 from router.templates import TemplateStore
 from router.upstream import HashGateway
@@ -176,6 +177,8 @@ def create_app(
                                              settings.explainer_timeout_s)
         tasks = [asyncio.create_task(holder.watch(settings.policy_poll_s), name="policy-watch"),
                  asyncio.create_task(health.run(), name="health-checks")]
+        if isinstance(limiter, SharedRateLimiter):
+            tasks.append(asyncio.create_task(limiter.run(), name="ratelimit-leases"))
         if settings.gc_freeze:
             # What is alive now (FastAPI, pydantic, SQLAlchemy, the OTel SDK: ~150k objects) lives
             # as long as the process; frozen, no later collection walks it again. Unfrozen, every
@@ -197,6 +200,8 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await background.cancel_all()
+            if isinstance(limiter, SharedRateLimiter):
+                await limiter.close()  # leases go back to the shared buckets
             discovery.close()
             await http.aclose()
             await hasher_http.aclose()
@@ -213,7 +218,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.policy = holder
     app.state.balancer = balancer
-    app.state.authenticator = Authenticator(keys, RateLimiter(),
+    limiter = shared_limiter(settings, metrics) if settings.ratelimit_store == "database" else RateLimiter()
+    app.state.authenticator = Authenticator(keys, limiter,
                                             on_limited=lambda name: metrics.rate_limited.labels(name).inc())
     app.state.started = False
     _install_error_handlers(app)

@@ -16,9 +16,11 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from router.audit_store import AuditStore, ExperimentRow
-from router.db import Database, make_engine, schema_migrations
+from router.db import MIGRATIONS, Database, make_engine, schema_migrations
 from router.schemas import AuditRecord, ModalityResult
 from router.templates import TemplateStore
+
+APPLIED = sorted(v for v, _name, _step in MIGRATIONS)  # every migration, in version order
 
 
 def record(i: int, arm: str = "v1", decision: str = "accept", created_at: float | None = None) -> AuditRecord:
@@ -45,7 +47,7 @@ async def test_sqlite_is_wal_with_full_sync_and_migrated(tmp_path):
                 list(conn.execute(select(schema_migrations.c.version)).scalars()))
 
     try:
-        assert await db.read(probe) == ("wal", 2, [1])  # synchronous 2 = FULL
+        assert await db.read(probe) == ("wal", 2, APPLIED)  # synchronous 2 = FULL
     finally:
         await asyncio.to_thread(db.close)
 
@@ -100,8 +102,9 @@ async def test_reopen_keeps_data_and_does_not_remigrate(audit_url):
     again = await asyncio.to_thread(Database, audit_url)
     try:
         assert (await AuditStore(again).get(f"{9:032x}")).subject_id == "s9"
-        assert again.schema_version == 1
-        assert await again.read(lambda c: list(c.execute(select(schema_migrations.c.version)).scalars())) == [1]
+        assert again.schema_version == MIGRATIONS[-1][0]
+        assert sorted(await again.read(lambda c: list(c.execute(select(schema_migrations.c.version)).scalars()))) \
+            == APPLIED
     finally:
         await asyncio.to_thread(again.close)
 

@@ -18,7 +18,9 @@ import router.db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import Database, schema_migrations
 from tests.router.fakes import AUTH, b64, running_router
-from tests.router.test_audit_store import record
+from tests.router.test_audit_store import APPLIED, record
+
+SLOW = APPLIED[-1] + 1  # the version of the slow migration the race test appends
 
 
 async def test_postgres_backend_is_a_real_server_with_the_schema(postgres_server):
@@ -32,8 +34,8 @@ async def test_postgres_backend_is_a_real_server_with_the_schema(postgres_server
 
             dialect, driver, version_num, tables, versions = await db.read(probe)
             assert (dialect, driver) == ("postgresql", "psycopg") and int(version_num) >= 120000
-            assert tables == ["audit_modalities", "audit_records", "schema_migrations", "templates"]
-            assert versions == [1]
+            assert {"audit_modalities", "audit_records", "schema_migrations", "templates", "rate_buckets"} <= set(tables)
+            assert sorted(versions) == APPLIED
         finally:
             await asyncio.to_thread(db.close)
 
@@ -42,7 +44,7 @@ def _race_migrations(url: str, monkeypatch) -> tuple[list[Database], list[int]]:
     """Open two Databases on ``url`` at the same instant, with a slow extra migration appended.
 
     The slow step holds the migration transaction open long enough that, without a lock across
-    connections, both would find version 2 unapplied and both run it.
+    connections, both would find the slow version unapplied and both run it.
     """
     runs: list[int] = []
     probe_table = Table("migration_probe", MetaData(), Column("n", Integer, primary_key=True))
@@ -52,7 +54,7 @@ def _race_migrations(url: str, monkeypatch) -> tuple[list[Database], list[int]]:
         probe_table.create(conn)  # no checkfirst: a second run fails loudly
         time.sleep(0.5)
 
-    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, (2, "test: slow step", slow_v2)])
+    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, (SLOW, "test: slow step", slow_v2)])
     barrier = threading.Barrier(2)
 
     def open_db() -> Database:
@@ -69,11 +71,11 @@ async def test_routers_starting_together_apply_each_migration_once(audit_url, mo
     dbs, runs = await asyncio.to_thread(_race_migrations, audit_url, monkeypatch)
     try:
         assert len(runs) == 1
-        assert [d.schema_version for d in dbs] == [2, 2]
+        assert [d.schema_version for d in dbs] == [SLOW, SLOW]
         versions = await dbs[0].read(
             lambda c: list(c.execute(select(schema_migrations.c.version).order_by(schema_migrations.c.version))
                            .scalars()))
-        assert versions == [1, 2]
+        assert versions == [*APPLIED, SLOW]
     finally:
         for d in dbs:
             await asyncio.to_thread(d.close)
