@@ -1,7 +1,8 @@
 """Weights through the router-policy ConfigMap, with the official ``kubernetes`` client.
 
-The routers mount the ConfigMap as their policy file and hot-reload it, so one patch moves
-every replica. The patch is a JSON merge patch (RFC 7386, ``kubectl patch --type merge``) of
+The routers read the ConfigMap through the API (``policy_source=configmap``) and poll it, so one
+patch moves every replica within seconds; the patch bumps the document's ``version``.
+The patch is a JSON merge patch (RFC 7386, ``kubectl patch --type merge``) of
 ``data.<key>`` with the whole policy YAML, carrying ``metadata.resourceVersion`` so that a
 concurrent edit (a person with kubectl) makes the API server answer 409 instead of being
 silently overwritten. The new policy is validated with the router's own model before it is sent:
@@ -17,11 +18,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from canary.actuators import ActuatorError
-from router.policy import ArmSpec, PolicySpec
-from router.policy_store import parse_policy
+from router.policy import ArmSpec
+from router.policy_store import parse_document, parse_policy, render_document
 
 DEFAULT_NAME = "router-policy"
 DEFAULT_KEY = "policy.yaml"
@@ -35,8 +34,8 @@ def policy_patch(policy_yaml: str, route: str, weights: Mapping[str, float], *, 
         router.errors.PolicyInvalid: the current YAML is not a valid policy.
         ValueError / KeyError: the route or an arm does not exist.
     """
-    spec: PolicySpec = parse_policy(policy_yaml, f"configmap data[{key!r}]").with_weights(route, weights)
-    text = yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    version, spec = parse_document(policy_yaml, f"configmap data[{key!r}]")
+    text = render_document(version + 1, spec.with_weights(route, weights))  # every write bumps the version
     body: dict[str, Any] = {"data": {key: text}}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}
