@@ -173,3 +173,34 @@ def test_the_client_uses_only_the_verbs_it_declares() -> None:
     source = Path("router/kube.py").read_text()
     used = {m.lower() for m in ("GET", "PATCH", "PUT", "POST", "DELETE") if f'"{m}"' in source}
     assert used == {"get", "patch"} == set(VERBS)
+
+
+@pytest.mark.kmock(cls=ResourceVersionEmulator)
+async def test_router_on_the_configmap_source_writes_and_follows_it(kmock, tmp_path: Path) -> None:
+    kube = KubeClient(str(kmock.url))
+    await make_configmap(kube, kmock, yaml.safe_dump(standard_policy(90, 10)))
+    async with running_router(tmp_path, policy_source="configmap", kube_api_url=str(kmock.url),
+                              policy_namespace=CM_NS, policy_configmap=CM_NAME, policy_poll_s=0.05) as router:
+        got = await router.client.get("/admin/v1/policy", headers=ADMIN)
+        assert got.json()["version"] == 1
+        r = await router.client.patch("/admin/v1/routes/face/weights", json={"weights": {"v1": 70, "v2": 30}},
+                                      headers={**ADMIN, "If-Match": got.headers["etag"]})
+        assert r.status_code == 200 and r.json()["version"] == 2
+        cm = await kube.get_configmap(CM_NS, CM_NAME)
+        version, spec = parse_document(cm.data["policy.yaml"])
+        assert version == 2 and {a.name: a.weight for a in spec.routes["face"].arms} == {"v1": 70, "v2": 30}
+        assert router.policy_path.read_text() == yaml.safe_dump(standard_policy())  # no pod file written
+
+        # An edit made elsewhere (another replica, the canary, kubectl) is followed within a poll.
+        await kube.patch_configmap(CM_NS, CM_NAME, {"policy.yaml": yaml.safe_dump(
+            {"version": 3, **standard_policy(20, 80)})}, cm.resource_version)
+        for _ in range(100):
+            if router.app.state.policy.current.version == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert router.app.state.policy.current.weights("face") == {"v1": 20, "v2": 80}
+        assert router.metric("servestack_router_policy_version") == 3
+        stale = await router.client.put("/admin/v1/policy", json=standard_policy(), headers={
+            **ADMIN, "If-Match": r.headers["etag"]})
+        assert stale.status_code == 412
+    await kube.aclose()
