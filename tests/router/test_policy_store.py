@@ -189,7 +189,7 @@ async def test_router_on_the_configmap_source_writes_and_follows_it(kmock, tmp_p
         cm = await kube.get_configmap(CM_NS, CM_NAME)
         version, spec = parse_document(cm.data["policy.yaml"])
         assert version == 2 and {a.name: a.weight for a in spec.routes["face"].arms} == {"v1": 70, "v2": 30}
-        assert router.policy_path.read_text() == yaml.safe_dump(standard_policy())  # no pod file written
+        assert router.policy_path.read_text() == yaml.safe_dump(router.fakes.resolve(standard_policy()))  # untouched
 
         # An edit made elsewhere (another replica, the canary, kubectl) is followed within a poll.
         await kube.patch_configmap(CM_NS, CM_NAME, {"policy.yaml": yaml.safe_dump(
