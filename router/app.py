@@ -107,7 +107,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if holder.current is None:
+        if not holder.loaded:
             await holder.load()  # a remote source (the ConfigMap) is read once the loop runs
         # Every pod call goes through one pool: the explainer's through the shared client, the
         # hasher's (the hot path) through the same transport's byte-level request method.

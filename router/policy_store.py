@@ -100,8 +100,19 @@ class PolicyHolder:
         self._lock = asyncio.Lock()
         self._on_result = on_reload_result or (lambda _result: None)
         self._token: str | None = None
-        self.current: TrafficPolicy | None = None  # type: ignore[assignment]
+        self._current: TrafficPolicy | None = None
         self.etag = ""
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current(self) -> TrafficPolicy:
+        """The policy in force (a request reads it once and keeps it)."""
+        if self._current is None:
+            raise RuntimeError("no policy loaded yet: load() or load_snapshot() first")
+        return self._current
 
     def load_snapshot(self, snap: Snapshot) -> None:
         """Put the first document in force (raises :class:`PolicyInvalid`: a router must not start on it)."""
@@ -118,12 +129,12 @@ class PolicyHolder:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(policy)`` now and after every swap (balancer pools, weight gauges)."""
         self._listeners.append(listener)
-        if self.current is not None:
-            listener(self.current)
+        if self._current is not None:
+            listener(self._current)
 
     def _install(self, snap: Snapshot, version: int, spec: PolicySpec) -> TrafficPolicy:
         policy = TrafficPolicy(spec, version=version)
-        self.current, self.etag, self._token = policy, etag_of(version, snap.text), snap.token
+        self._current, self.etag, self._token = policy, etag_of(version, snap.text), snap.token
         for listener in self._listeners:
             listener(policy)
         log.info("policy version %d (%s) in force (routes: %s)", version, self.etag, ", ".join(spec.routes))
@@ -149,7 +160,6 @@ class PolicyHolder:
                 except PolicyInvalid:
                     # A broken hand edit sits in the source and the previous policy is in force:
                     # the change applies to what is in force, and its write repairs the source.
-                    assert self.current is not None
                     version, spec, etag = self.current.version, self.current.spec, self.etag
                 if if_match is not None and not matches(if_match, etag):
                     raise VersionConflict(f"If-Match {if_match} does not match the policy in force, "
@@ -176,7 +186,7 @@ class PolicyHolder:
                 version, spec = parse_document(snap.text, self.source.origin)
             except PolicyInvalid as exc:
                 self._token = snap.token  # refused once, counted once
-                version_now = self.current.version if self.current else 0
+                version_now = self._current.version if self._current else 0
                 log.error("policy change refused, keeping version %d: %s", version_now, exc)
                 self._on_result("invalid")
                 return False
