@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- |")
     for r, ratio, alone, tx in rows:
         print(f"| {r} | {ratio:.2f} | {alone:.2f} | {tx:.1f} |")
-    print(f"\n`python bench/bench_replicas.py {shlex.join(argv if argv is not None else sys.argv[1:])}`".rstrip())
+    command = " ".join(["python bench/bench_replicas.py", shlex.join(argv if argv is not None else sys.argv[1:])])
+    print(f"\n`{command.rstrip()}`")
     return 0
 
 

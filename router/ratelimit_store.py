@@ -16,7 +16,8 @@ Accuracy: the database bucket is exact; what the replicas hold besides it is at 
 replicas a key is admitted ``burst + rate * T`` give or take ``R * 1.5 * rate * lease_s``:
 with the default ``lease_s`` of 0.1 s, 3 replicas and T = 5 s that is within 5 %
 (``bench/bench_replicas.py`` measures it). Database load: about ``1 / lease_s`` bucket
-transactions a second per busy key, whatever R is.
+transactions a second per busy key while it is under its limit, at most ``R / lease_s`` while
+every replica finds the bucket empty.
 
 Store unreachable (``ratelimit_store_down``): ``open`` keeps serving with a per-replica bucket
 (the limit then holds per replica, up to R times per key: availability first); ``closed`` admits
@@ -203,7 +204,9 @@ class SharedRateLimiter:
         self._on_result(True)
         lease.tokens += debt + grant.tokens
         if grant.tokens == 0:
-            lease.retry_at = self._clock() + grant.wait_s
+            # Ask again when about a lease has refilled, not at the first token: a saturated key
+            # then costs each replica at most 1 / lease_s transactions a second.
+            lease.retry_at = self._clock() + max(grant.wait_s, lease.size / lease.rate)
 
     def _store_failed(self, exc: Exception) -> None:
         self._on_result(False)
