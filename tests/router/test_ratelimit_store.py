@@ -78,3 +78,22 @@ async def test_store_down_fails_open_or_closed_as_set(fail_open: bool) -> None:
     admitted = sum(limiter.check("k", 100, 100) == 0 for _ in range(50))
     await limiter.close()
     assert admitted == (50 if fail_open else 0)
+
+
+async def test_router_with_the_database_store_limits_and_reports_it(tmp_path) -> None:
+    from tests.router.fakes import LIMITED_KEY, running_router
+
+    limited = {"Authorization": f"Bearer {LIMITED_KEY}"}  # 0.5/s, burst 2
+    async with running_router(tmp_path, ratelimit_store="database") as router:
+        statuses = []
+        for _ in range(5):
+            statuses.append((await router.client.get(f"/v1/audit/{'0' * 32}", headers=limited)).status_code)
+            await asyncio.sleep(0.05)  # let the lease arrive between requests
+        assert statuses[:2] == [404, 404] and statuses[2:] == [429, 429, 429]
+        assert router.metric("servestack_router_ratelimit_store_up") == 1
+        assert router.metric("servestack_router_rate_limited_total", key="limited") == 3
+    engine = make_bucket_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    with engine.connect() as conn:
+        tokens = conn.execute(select(rate_buckets.c.tokens).where(rate_buckets.c.key == "limited")).scalar_one()
+    engine.dispose()
+    assert tokens < 1  # the two admitted requests were taken from the shared bucket
