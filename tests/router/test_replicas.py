@@ -75,21 +75,21 @@ def policy_version_metric(text: str) -> float:
     raise AssertionError("servestack_router_policy_version missing from /metrics")
 
 
-async def offer_load(http: httpx.AsyncClient, urls: list[str], seconds: float, per_s: float) -> tuple[int, int]:
-    """Requests of the limited key round-robin over the routers; (admitted, refused with 429)."""
+async def offer_load(http: httpx.AsyncClient, urls: list[str], seconds: float) -> tuple[int, int]:
+    """The limited key's requests back to back from two workers per router; (admitted, refused with 429).
+
+    Closed loop: the offered rate is whatever the routers answer, far above the key's 20/s, on a
+    loaded machine too (an open loop of timed sends falls behind when the test runner is starved).
+    """
     statuses: list[int] = []
-
-    async def one(url: str) -> None:
-        r = await http.get(f"{url}/v1/audit/{'0' * 32}", headers=bearer(LIMITED))
-        statuses.append(r.status_code)
-
-    tasks, i = [], 0
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        tasks.append(asyncio.create_task(one(urls[i % len(urls)])))
-        i += 1
-        await asyncio.sleep(1 / per_s)
-    await asyncio.gather(*tasks)
+
+    async def worker(url: str) -> None:
+        while time.monotonic() < end:
+            r = await http.get(f"{url}/v1/audit/{'0' * 32}", headers=bearer(LIMITED))
+            statuses.append(r.status_code)
+
+    await asyncio.gather(*(worker(u) for u in urls for _ in range(2)))
     assert set(statuses) <= {404, 429}, set(statuses)  # 404: admitted (no such record), 429: limited
     return statuses.count(404), statuses.count(429)
 
@@ -99,12 +99,12 @@ async def test_three_routers_share_limits_policy_and_audit(tmp_path: Path, postg
         async with httpx.AsyncClient(timeout=10) as http:
             # 1. One key's limit across the three.
             start = time.monotonic()
-            admitted, refused = await offer_load(http, urls, seconds=4.0, per_s=60)
+            admitted, refused = await offer_load(http, urls, seconds=4.0)
             elapsed = time.monotonic() - start
             expected = BURST + RATE * elapsed
-            assert 0.8 * expected <= admitted <= 1.2 * expected, (admitted, expected)
-            # Offered well above the limit (about 3x), so the limit is what decided.
+            # Offered well above the limit, so the limit is what decided.
             assert admitted + refused > 1.5 * expected, (admitted, refused)
+            assert 0.8 * expected <= admitted <= 1.2 * expected, (admitted, expected)
 
             # 2. A weight change through one replica is in force on all three within 10 s.
             got = await http.get(f"{urls[0]}/admin/v1/policy", headers=bearer(ADMIN))
