@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from router.auth import hash_key
-from tests.canary.procs import hasher_argv, policy, process
-from tests.observability.otlp_sink import free_port
+from tests.canary.procs import hasher_argv, policy
+from tests.support.procs import free_port, process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
