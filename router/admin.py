@@ -50,7 +50,9 @@ async def put_policy(request: Request, response: Response, _p: AdminAuth, body: 
 ), if_match: str | None = IF_MATCH) -> dict[str, Any]:
     spec = validate_policy(body, "policy")
     holder = request.app.state.policy
-    await holder.update(lambda _latest: spec, if_match)
+    # Routes that keep their experiment keep their subjects' buckets: weight changes move only
+    # the subjects they must (an explicit ``allocation`` in the body wins).
+    await holder.update(lambda latest: spec.with_allocations_from(latest), if_match)
     return _view(holder, response)
 
 

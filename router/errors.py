@@ -9,6 +9,8 @@
     ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
     │   └── NotEnrolled (404 not_enrolled)
+    ├── Conflict (409 conflict)
+    │   └── OutcomeConflict (409 outcome_conflict) a record relabelled with the other outcome
     ├── PayloadTooLarge (413 payload_too_large)
     ├── InvalidRequest (422 invalid_request)   the body does not match the schema
     ├── PolicyInvalid (422 policy_invalid)
@@ -124,6 +126,15 @@ class NotFound(RouterError):
 
 class NotEnrolled(NotFound):
     code = "not_enrolled"
+
+
+class Conflict(RouterError):
+    status = 409
+    code = "conflict"
+
+
+class OutcomeConflict(Conflict):
+    code = "outcome_conflict"
 
 
 class PayloadTooLarge(RouterError):
