@@ -1,54 +1,48 @@
-"""Chat messages for one explanation: the facts go in already written; the model rephrases.
+"""Chat messages for one explanation: the facts go in one per line; the model words them.
 
-Two worked examples (one accept, one reject, different modalities and numbers) teach the JSON
-shape. A 135M model copies an example's wording, so the examples use numbers and modalities
-that the grounding check would catch if copied into another record's explanation.
+Two worked examples (one accept, one reject) show the style: one sentence per fact, in the
+facts' order. The guide regex (``llm_serving.sentences``) forces each sentence's slots and
+forbids other digits, so an example's numbers can never be copied into another record's text.
 """
 
 from __future__ import annotations
 
-import json
-
-from llm_serving.facts import fact_lines
 from llm_serving.schemas import AuditFacts, ModalityFacts
+from llm_serving.sentences import plan
 
 SYSTEM = (
-    "You explain biometric verification results to an auditor in one or two plain sentences. "
-    "Use only the facts given; do not add numbers, names or reasons. Reply with JSON."
+    "You explain biometric verification results to an auditor. Write one short plain sentence for each "
+    "fact, in the given order. Use only the facts given; do not add numbers, names or reasons."
 )
 
-_EXAMPLES: list[tuple[AuditFacts, dict[str, object]]] = [
+
+def _modality(name: str, distance: int, **extra: object) -> ModalityFacts:
+    return ModalityFacts(modality=name, distance=distance, arm="v1", model_version="1",  # type: ignore[arg-type]
+                         precision="int8", backend="onnxruntime", **extra)  # type: ignore[arg-type]
+
+
+_EXAMPLES: list[tuple[AuditFacts, str]] = [
     (
-        AuditFacts(
-            audit_id="example-1", decision="reject", threshold=25, fused_distance=41,
-            modalities=[ModalityFacts(modality="fingerprint", distance=41, arm="v1", model_version="1",
-                                      precision="int8", backend="onnxruntime")],
-        ),
-        {
-            "decision": "reject",
-            "explanation": "The fingerprint was rejected: its Hamming distance of 41 is above the threshold "
-            "of 25, so it did not match the enrolled template.",
-            "numbers_cited": [41, 25],
-        },
+        AuditFacts(audit_id="example-1", decision="reject", threshold=25, fused_distance=37,
+                   modalities=[_modality("face", 41), _modality("fingerprint", 33, fallbacks=["tensorrt"])]),
+        "The verification was rejected. The face probe had a Hamming distance of 41 bits. "
+        "The fingerprint probe had a Hamming distance of 33 bits. The fingerprint code was computed by a "
+        "fallback backend. The fused distance, the mean of both, was 37. This is above the threshold of 25, "
+        "so the probe did not match.",
     ),
     (
-        AuditFacts(
-            audit_id="example-2", decision="accept", threshold=35, fused_distance=9,
-            modalities=[ModalityFacts(modality="face", distance=9, arm="v1", model_version="1",
-                                      precision="bf16", backend="openvino")],
-        ),
-        {
-            "decision": "accept",
-            "explanation": "The face was accepted: its Hamming distance of 9 is at or below the threshold of 35, "
-            "so it matched the enrolled template.",
-            "numbers_cited": [9, 35],
-        },
+        AuditFacts(audit_id="example-2", decision="accept", threshold=35, threshold_source="client",
+                   fused_distance=9, modalities=[_modality("face", 9, canary=True)],
+                   missing_modalities=["fingerprint"]),
+        "The verification was accepted. The face probe had a Hamming distance of 9 bits. The face code came "
+        "from the canary arm. The fingerprint was not compared. This is at or below the threshold of 35, so "
+        "the probe matched. The threshold was chosen by the client.",
     ),
 ]
 
 
 def facts_message(facts: AuditFacts) -> str:
-    return "Facts:\n" + "\n".join(f"- {line}" for line in fact_lines(facts))
+    return "Facts:\n" + "\n".join(f"- {sentence.fact}" for sentence in plan(facts))
 
 
 def build_messages(facts: AuditFacts) -> list[dict[str, str]]:
@@ -59,6 +53,6 @@ def build_messages(facts: AuditFacts) -> list[dict[str, str]]:
     examples = sorted(_EXAMPLES, key=lambda pair: pair[0].decision == facts.decision)
     for example, answer in examples:
         messages.append({"role": "user", "content": facts_message(example)})
-        messages.append({"role": "assistant", "content": json.dumps(answer)})
+        messages.append({"role": "assistant", "content": answer})
     messages.append({"role": "user", "content": facts_message(facts)})
     return messages

@@ -114,12 +114,13 @@ class VllmGenerator:
         if engine is None:
             raise RuntimeError("the vLLM engine is not running")
         prompt = self._tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+        prompt += request.assistant_prefix
         (engine_input,) = await engine.renderer.render_cmpl_async([{"prompt": prompt}])
-        structured = (
-            StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
-            if request.json_schema is not None
-            else None
-        )
+        structured = None
+        if request.regex is not None:
+            structured = StructuredOutputsParams(regex=request.regex)
+        elif request.json_schema is not None:
+            structured = StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
         params = SamplingParams(
             max_tokens=request.max_tokens,
             temperature=request.temperature,
