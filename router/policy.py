@@ -218,6 +218,11 @@ class TrafficPolicy:
     def weights(self, route: str) -> dict[str, float]:
         return {a.name: a.weight for a in self.spec.routes[route].arms}
 
+    def is_canary(self, route: str, arm: str) -> bool:
+        """True for an arm of ``route`` other than its first (the stable arm); False when unknown."""
+        spec = self.spec.routes.get(route)
+        return spec is not None and arm != spec.arms[0].name and any(a.name == arm for a in spec.arms)
+
     def arm(self, route: str, name: str, reason: Literal["pinned", "sticky", "random"] = "pinned") -> Arm:
         spec = self._route(route)
         for a in spec.arms:
