@@ -34,7 +34,7 @@ class ExplainerSettings(BaseSettings):
     enforce_eager: bool = True
     # Per explanation (both attempts); past it the template answers.
     request_timeout_s: float = Field(default=30.0, gt=0, le=600)
-    max_tokens: int = Field(default=192, ge=16, le=4096)
+    max_tokens: int = Field(default=256, ge=16, le=4096)
     # Sampling of the first attempt; the retry samples at retry_temperature with a fixed seed.
     temperature: float = Field(default=0.0, ge=0, le=2)
     retry_temperature: float = Field(default=0.7, ge=0, le=2)

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -52,6 +53,7 @@ class _Progress:
     """The explanation as far as it has been checked."""
 
     sentences: list[Sentence]
+    started: float
     released: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -99,7 +101,7 @@ class ExplainService:
         deadline = started + self.options.timeout_s
         with traced(self.tracer, "explain.prompt_build", {"explain.modalities": len(facts.modalities)}):
             messages = build_messages(facts)
-            progress = _Progress(plan(facts))
+            progress = _Progress(plan(facts), started)
         self.metrics.inflight.inc()
         try:
             for attempt in range(1, ATTEMPTS + 1):
@@ -137,26 +139,28 @@ class ExplainService:
         pending = progress.pending
         prefix = " ".join(progress.released) + " " if progress.released else ""
         buffer = ""
-        async for chunk, final in self._generate(facts, messages, pending, prefix, attempt, deadline, progress):
-            buffer += chunk
-            complete, buffer = split_sentences(buffer, final=final)
-            for text in complete:
-                sentence = progress.pending[0] if progress.pending else None
-                if sentence is None:
-                    return  # the model wrote more than planned: the plan is complete, the rest is dropped
-                with traced(self.tracer, "explain.sentence_check",
-                            {"explain.attempt": attempt, "explain.topic": sentence.topic}) as span:
-                    reason = check_sentence(sentence, text, facts)
-                    span.set_attribute("explain.grounded", reason is None)
-                if reason is not None:
-                    self.metrics.grounding_failures.inc()
-                    progress.failures.append(f"attempt {attempt}: {reason}")
-                    return  # closing the generation aborts it: nothing unchecked is shown
-                progress.released.append(text)
-                if progress.first_sentence_s is None:
-                    progress.first_sentence_s = time.perf_counter() - started
-                    self.metrics.ttft.observe(progress.first_sentence_s)
-                yield text
+        generation = self._generate(facts, messages, pending, prefix, attempt, deadline, progress)
+        async with aclosing(generation):  # leaving early (a failed sentence) aborts the generation now
+            async for chunk, final in generation:
+                buffer += chunk
+                complete, buffer = split_sentences(buffer, final=final)
+                for text in complete:
+                    sentence = progress.pending[0] if progress.pending else None
+                    if sentence is None:
+                        return  # the model wrote more than planned: the plan is complete, the rest is dropped
+                    with traced(self.tracer, "explain.sentence_check",
+                                {"explain.attempt": attempt, "explain.topic": sentence.topic}) as span:
+                        reason = check_sentence(sentence, text, facts)
+                        span.set_attribute("explain.grounded", reason is None)
+                    if reason is not None:
+                        self.metrics.grounding_failures.inc()
+                        progress.failures.append(f"attempt {attempt}: {reason}")
+                        return  # closing the generation aborts it: nothing unchecked is shown
+                    progress.released.append(text)
+                    if progress.first_sentence_s is None:
+                        progress.first_sentence_s = time.perf_counter() - started
+                        self.metrics.ttft.observe(progress.first_sentence_s)
+                    yield text
         if progress.pending and progress.error is None:
             progress.failures.append(f"attempt {attempt}: output ended before the {progress.pending[0].topic} sentence")
 
@@ -190,6 +194,7 @@ class ExplainService:
         )
         stream = self.generator.generate(request)
         prompt_tokens = generated_tokens = 0
+        first_token = True
         try:
             while True:
                 remaining = deadline - time.perf_counter()
@@ -201,6 +206,11 @@ class ExplainService:
                     yield "", True
                     break
                 prompt_tokens, generated_tokens = chunk.prompt_tokens, chunk.generated_tokens
+                if chunk.text and first_token:
+                    first_token = False
+                    ttft = time.perf_counter() - progress.started
+                    self.metrics.ttft.observe(ttft)
+                    span.set_attribute("llm.time_to_first_token_s", round(ttft, 4))
                 yield chunk.text, False
         except TimeoutError:
             progress.error = f"deadline of {self.options.timeout_s:g} s exceeded during attempt {attempt}"

@@ -164,6 +164,7 @@ async def test_wrong_sentence_retries_after_the_checked_ones_then_the_template_c
     assert [s.attributes["explain.attempt"] for s in generation] == [1, 2]
     assert [s.attributes["explain.sentences"] for s in generation] == [3, 2]
     assert generation[0].parent.span_id == spans["POST /v1/explain"].context.span_id
+    assert generation[0].attributes["llm.time_to_first_token_s"] >= 0
     checks = [s for s in harness.spans.get_finished_spans() if s.name == "explain.sentence_check"]
     assert [s.attributes["explain.grounded"] for s in checks] == [True, False, False]
 
@@ -302,6 +303,7 @@ async def test_metrics_expose_our_names() -> None:
         text = (await client.get("/metrics")).text
     for name in ("servestack_explainer_requests_total", "servestack_explainer_request_duration_seconds",
                  "servestack_explainer_time_to_first_token_seconds", "servestack_explainer_generated_tokens_total",
+                 "servestack_explainer_time_to_first_sentence_seconds",
                  "servestack_explainer_grounding_failures_total"):
         assert name in text
     assert 'servestack_explainer_engine_info{backend="test",model="scripted"} 1.0' in text

@@ -74,6 +74,8 @@ class FakePod:
 @dataclass
 class FakeExplainer:
     calls: int = 0
+    # "ok"; "error": 500; "timeout": the request times out; "cut": one delta, then the stream ends
+    mode: str = "ok"
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/readyz":
@@ -81,6 +83,14 @@ class FakeExplainer:
         self.calls += 1
         body = json.loads(request.content)
         rec = body["record"]
+        if self.mode == "error":
+            return httpx.Response(500, json={"error": {"code": "internal_error", "message": "boom"}})
+        if self.mode == "timeout":
+            raise httpx.ReadTimeout("timed out", request=request)
+        if self.mode == "cut":
+            verdict = "accepted" if rec["decision"] == "accept" else "rejected"
+            return httpx.Response(200, text=f"event: delta\ndata: {{\"text\": \"It was {verdict}.\"}}\n\n",
+                                  headers={"content-type": "text/event-stream"})
         final = {"audit_id": rec["audit_id"], "text": f"The decision was {rec['decision']}.", "source": "model",
                  "model": "fake", "backend": "vllm-cpu"}
         if body.get("stream"):
