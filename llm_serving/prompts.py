@@ -1,8 +1,9 @@
 """Chat messages for one explanation: the facts go in one per line; the model words them.
 
-Two worked examples (one accept, one reject) show the style: one sentence per fact, in the
-facts' order. The guide regex (``llm_serving.sentences``) forces each sentence's slots and
-forbids other digits, so an example's numbers can never be copied into another record's text.
+Two worked examples (one accept, one reject; no special decision kind, so a small model has
+nothing to copy into a plain record) show the style: one sentence per fact, in the facts' order.
+The guide regex (``llm_serving.sentences``) forces each sentence's slots and forbids other
+digits, so an example's numbers can never be copied into another record's text.
 """
 
 from __future__ import annotations
@@ -24,19 +25,16 @@ def _modality(name: str, distance: int, **extra: object) -> ModalityFacts:
 _EXAMPLES: list[tuple[AuditFacts, str]] = [
     (
         AuditFacts(audit_id="example-1", decision="reject", threshold=25, fused_distance=37,
-                   modalities=[_modality("face", 41), _modality("fingerprint", 33, fallbacks=["tensorrt"])]),
-        "The verification was rejected. The face probe had a Hamming distance of 41 bits. "
-        "The fingerprint probe had a Hamming distance of 33 bits. The fingerprint code was computed by a "
-        "fallback backend. The fused distance, the mean of both, was 37. This is above the threshold of 25, "
-        "so the probe did not match.",
+                   modalities=[_modality("face", 41), _modality("fingerprint", 33)]),
+        "The verification was rejected. The face probe had a Hamming distance of 41. "
+        "The fingerprint probe had a Hamming distance of 33. The fused distance, the mean of both, was 37. "
+        "The fused distance is above the threshold of 25, so the probe did not match.",
     ),
     (
-        AuditFacts(audit_id="example-2", decision="accept", threshold=35, threshold_source="client",
-                   fused_distance=9, modalities=[_modality("face", 9, canary=True)],
-                   missing_modalities=["fingerprint"]),
-        "The verification was accepted. The face probe had a Hamming distance of 9 bits. The face code came "
-        "from the canary arm. The fingerprint was not compared. This is at or below the threshold of 35, so "
-        "the probe matched. The threshold was chosen by the client.",
+        AuditFacts(audit_id="example-2", decision="accept", threshold=35, fused_distance=9,
+                   modalities=[_modality("face", 9)]),
+        "The verification was accepted. The face probe had a Hamming distance of 9. "
+        "The distance is at or below the threshold of 35, so the probe matched.",
     ),
 ]
 

@@ -160,11 +160,31 @@ def check_sentence(sentence: Sentence, text: str, facts: AuditFacts) -> str | No
             problem = f"does not state the decision {facts.decision} alone"
     if problem is None:
         problem = check_claims(text, facts)
+    if problem is None:
+        problem = _unfounded_kind(text, facts)
     if problem is None and sentence.modality is not None:
         others = [n for n in _MODALITY_PATTERN if n != sentence.modality]
         if any(re.search(r"\b" + _MODALITY_PATTERN[n] + r"\b", text, re.IGNORECASE) for n in others):
             problem = f"names another modality in the {sentence.modality} sentence"
     return None if problem is None else f"{sentence.topic} sentence {problem}"
+
+
+def _kind_words(facts: AuditFacts) -> dict[str, bool]:
+    """The words that claim a decision kind, and whether the record is of that kind."""
+    return {
+        "canary": any(m.canary for m in facts.modalities),
+        "fallback": any(m.fallbacks for m in facts.modalities),
+        "client": facts.threshold_source == "client",
+        "locked": facts.kind == "subject_locked",
+    }
+
+
+def _unfounded_kind(text: str, facts: AuditFacts) -> str | None:
+    """A decision kind the text claims and the record does not have (a small model copies them)."""
+    for word, holds in _kind_words(facts).items():
+        if not holds and re.search(r"\b" + word + r"\b", text, re.IGNORECASE):
+            return f"claims {word!r}, which the record does not hold"
+    return None
 
 
 def check_complete(text: str, facts: AuditFacts) -> str | None:
@@ -177,7 +197,7 @@ def check_complete(text: str, facts: AuditFacts) -> str | None:
             return f"lacks the {sentence.topic} attributed to its subject"
         if sentence.rule is None and _has_slots(sentence, text) is not None:
             return f"lacks the {sentence.topic}"
-    return check_claims(text, facts)
+    return check_claims(text, facts) or _unfounded_kind(text, facts)
 
 
 def split_sentences(buffer: str, *, final: bool) -> tuple[list[str], str]:
