@@ -62,7 +62,7 @@ def _modality_sentences(m: ModalityFacts) -> list[Sentence]:
     out = [Sentence(
         f"distance:{name}", (name, fmt_number(m.distance)), _near(_MODALITY_PATTERN[name], m.distance),
         f"The {name} probe differed from the enrolled template in {m.distance} of {CODE_BITS} bits "
-        f"(Hamming distance; {name} model version {m.model_version}, {m.backend} {m.precision}, arm {m.arm}).",
+        f"(Hamming distance; model version {m.model_version}, {m.backend} {m.precision}, arm {m.arm}).",
         f"{name.capitalize()} Hamming distance: {m.distance}.", name,
     )]
     if m.fallbacks:
@@ -73,8 +73,10 @@ def _modality_sentences(m: ModalityFacts) -> list[Sentence]:
         ))
     if m.canary:
         out.append(Sentence(
-            f"canary:{name}", (name, "canary"), None, f"The {name} code came from the canary arm {m.arm}.",
-            f"The {name} code came from the canary arm.", name,
+            # The arm's name goes before the modality's: a digit in it ("canary-3") must not read as the
+            # number attributed to the modality.
+            f"canary:{name}", ("canary", name), None, f"The canary arm {m.arm} served the {name} code.",
+            f"The canary arm served the {name} code.", name,
         ))
     return out
 
