@@ -153,6 +153,7 @@ class ExplainService:
                         reason = check_sentence(sentence, text, facts)
                         span.set_attribute("explain.grounded", reason is None)
                     if reason is not None:
+                        log.info("explanation %s: %s: %r", facts.audit_id, reason, text)
                         self.metrics.grounding_failures.inc()
                         progress.failures.append(f"attempt {attempt}: {reason}")
                         return  # closing the generation aborts it: nothing unchecked is shown

@@ -28,13 +28,13 @@ _EXAMPLES: list[tuple[AuditFacts, str]] = [
                    modalities=[_modality("face", 41), _modality("fingerprint", 33)]),
         "The verification was rejected. The face probe had a Hamming distance of 41. "
         "The fingerprint probe had a Hamming distance of 33. The fused distance, the mean of both, was 37. "
-        "The fused distance is above the threshold of 25, so the probe did not match.",
+        "The fused distance is above the threshold of 25.",
     ),
     (
         AuditFacts(audit_id="example-2", decision="accept", threshold=35, fused_distance=9,
                    modalities=[_modality("face", 9)]),
         "The verification was accepted. The face probe had a Hamming distance of 9. "
-        "The distance is at or below the threshold of 35, so the probe matched.",
+        "The distance is at or below the threshold of 35.",
     ),
 ]
 

@@ -27,8 +27,9 @@ from llm_serving.schemas import AuditFacts, ModalityFacts
 _MODALITY_PATTERN = {"face": r"(?:face|facial)", "fingerprint": r"(?:fingerprints?|finger)"}
 # The words the model writes between slots: lower-case words, commas, no digits, no sentence end.
 _WORD = r"[A-Za-z,'-]+"  # unbounded length: a bounded one multiplies the grammar's states
-_GAP_WORDS = 7
-_TAIL_WORDS = 9
+_GAP_WORDS = 6
+# Few words after the last slot: a small model tends to add a wrong clause ("so it matched") there.
+_TAIL_WORDS = 3
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ def build_cli_args(settings: ExplainerSettings, model_dir: Path, served_name: st
         "--max-model-len", str(settings.max_model_len),
         "--max-num-seqs", str(settings.max_num_seqs),
         "--dtype", settings.dtype,
+        f"--structured-outputs-config.backend={settings.structured_outputs_backend}",
     ]
     if settings.enforce_eager:
         argv.append("--enforce-eager")

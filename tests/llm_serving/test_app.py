@@ -72,10 +72,10 @@ class ScriptedGenerator:
 
 
 GOOD = ("The verification was accepted. The face probe had a Hamming distance of 12. "
-        "This is at or below the threshold of 30, so the probe matched.")
+        "This is at or below the threshold of 30, as required.")
 # The second sentence gives the face a wrong distance (guided decoding prevents it; the check must not rely on it).
 WRONG_NUMBER = ("The verification was accepted. The face probe had a Hamming distance of 13. "
-                "This is at or below the threshold of 30, so the probe matched.")
+                "This is at or below the threshold of 30, as required.")
 WRONG_CONTINUATION = "The face probe had a Hamming distance of 13. This is at or below the threshold of 30."
 
 
@@ -180,7 +180,7 @@ async def test_sse_streams_one_checked_sentence_per_delta_then_final() -> None:
     assert kinds == ["delta", "delta", "delta", "final"]
     deltas = [data["text"] for kind, data in events if kind == "delta"]
     assert deltas == ["The verification was accepted.", " The face probe had a Hamming distance of 12.",
-                      " This is at or below the threshold of 30, so the probe matched."]
+                      " This is at or below the threshold of 30, as required."]
     assert "".join(deltas) == events[-1][1]["text"] == GOOD
 
 
