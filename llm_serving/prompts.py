@@ -1,42 +1,66 @@
 """Chat messages for one explanation: the facts go in one per line; the model words them.
 
-Two worked examples (one accept, one reject; no special decision kind, so a small model has
-nothing to copy into a plain record) show the style: one sentence per fact, in the facts' order.
-The guide regex (``llm_serving.sentences``) forces each sentence's slots and forbids other
-digits, so an example's numbers can never be copied into another record's text.
+Two worked examples, one accept and one reject, are built in the record's own shape (the same
+modalities and decision kinds, other numbers): a 135M model follows the nearest example sentence
+by sentence, so an example with another shape makes it write about a modality or a kind the
+record lacks. The guide regex (``llm_serving.sentences``) forces each sentence's slots and forbids
+other digits, so an example's numbers can never be copied into the record's text.
 """
 
 from __future__ import annotations
 
-from llm_serving.schemas import AuditFacts, ModalityFacts
-from llm_serving.sentences import plan
+from llm_serving.schemas import AuditFacts
+from llm_serving.sentences import Sentence, plan
 
 SYSTEM = (
     "You explain biometric verification results to an auditor. Write one short plain sentence for each "
     "fact, in the given order. Use only the facts given; do not add numbers, names or reasons."
 )
 
+# Example numbers: (threshold, distances) per decision and modality count; none is likely to be a
+# record's own, and the regex would refuse them anyway.
+_EXAMPLE_NUMBERS = {
+    ("accept", 1): (35, [9]), ("accept", 2): (35, [9, 13]),
+    ("reject", 1): (25, [41]), ("reject", 2): (25, [41, 33]),
+}
 
-def _modality(name: str, distance: int, **extra: object) -> ModalityFacts:
-    return ModalityFacts(modality=name, distance=distance, arm="v1", model_version="1",  # type: ignore[arg-type]
-                         precision="int8", backend="onnxruntime", **extra)  # type: ignore[arg-type]
+
+def _example_facts(facts: AuditFacts, decision: str) -> AuditFacts:
+    """``facts``' shape with the example numbers of ``decision``."""
+    if facts.kind == "subject_locked":
+        return facts.model_copy(update={"audit_id": "example"})
+    threshold, distances = _EXAMPLE_NUMBERS[(decision, len(facts.modalities))]
+    modalities = [m.model_copy(update={"distance": d}) for m, d in zip(facts.modalities, distances, strict=True)]
+    return facts.model_copy(update={"audit_id": "example", "decision": decision, "threshold": threshold,
+                                    "modalities": modalities, "fused_distance": sum(distances) / len(distances)})
 
 
-_EXAMPLES: list[tuple[AuditFacts, str]] = [
-    (
-        AuditFacts(audit_id="example-1", decision="reject", threshold=25, fused_distance=37,
-                   modalities=[_modality("face", 41), _modality("fingerprint", 33)]),
-        "The verification was rejected. The face probe had a Hamming distance of 41. "
-        "The fingerprint probe had a Hamming distance of 33. The fused distance, the mean of both, was 37. "
-        "The fused distance is above the threshold of 25.",
-    ),
-    (
-        AuditFacts(audit_id="example-2", decision="accept", threshold=35, fused_distance=9,
-                   modalities=[_modality("face", 9)]),
-        "The verification was accepted. The face probe had a Hamming distance of 9. "
-        "The distance is at or below the threshold of 35.",
-    ),
-]
+def _example_sentence(sentence: Sentence, facts: AuditFacts) -> str:
+    """How the example answers each kind of sentence: plain, slots in order, no other digit."""
+    kind, _, name = sentence.topic.partition(":")
+    slots = sentence.slots
+    if kind == "decision":
+        return f"The verification was {slots[0]}."
+    if kind == "locked":
+        return "The subject was locked after repeated rejections."
+    if kind == "distance":
+        return f"The {name} probe had a Hamming distance of {slots[1]}."
+    if kind == "fallback":
+        return f"The {name} code was computed by a fallback backend."
+    if kind == "canary":
+        return f"The canary arm served the {name} code."
+    if kind == "missing":
+        return f"The {name} was not compared."
+    if kind == "fused":
+        return f"The fused distance, the mean of both, was {slots[1]}."
+    if kind == "threshold":
+        subject = "fused distance" if len(facts.modalities) > 1 else "distance"
+        return f"The {subject} is {slots[0]} the threshold of {slots[-1]}."
+    return "The threshold was chosen by the client."  # override
+
+
+def example_answer(facts: AuditFacts) -> str:
+    return " ".join(_example_sentence(sentence, facts) for sentence in plan(facts))
 
 
 def facts_message(facts: AuditFacts) -> str:
@@ -44,13 +68,15 @@ def facts_message(facts: AuditFacts) -> str:
 
 
 def build_messages(facts: AuditFacts) -> list[dict[str, str]]:
-    """System prompt, two examples, then the record's facts (no ids, no personal data)."""
+    """System prompt, two examples of the record's shape, then the record's facts (no ids, no personal data)."""
     messages = [{"role": "system", "content": SYSTEM}]
     # The example with the record's decision goes last: a small model copies the nearest example's
     # wording, so it should be the one that says the right thing.
-    examples = sorted(_EXAMPLES, key=lambda pair: pair[0].decision == facts.decision)
-    for example, answer in examples:
+    decisions = ["reject"] if facts.kind == "subject_locked" else sorted(
+        ("accept", "reject"), key=lambda d: d == facts.decision)
+    for decision in decisions:
+        example = _example_facts(facts, decision)
         messages.append({"role": "user", "content": facts_message(example)})
-        messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "assistant", "content": example_answer(example)})
     messages.append({"role": "user", "content": facts_message(facts)})
     return messages

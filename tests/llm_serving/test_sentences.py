@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_serving.prompts import _EXAMPLES
+from llm_serving.prompts import build_messages, example_answer
 from llm_serving.schemas import AuditFacts
 from llm_serving.sentences import check_complete, check_sentence, guide_regex, plan, split_sentences, template_text
 
@@ -47,14 +47,22 @@ def test_every_template_sentence_passes_its_check_and_the_template_is_complete(r
     assert check_complete(template_text(facts), facts) is None
 
 
-@pytest.mark.parametrize(("facts", "answer"), _EXAMPLES)
-def test_the_guide_regex_admits_the_examples_and_only_the_records_numbers(facts: AuditFacts, answer: str) -> None:
+@pytest.mark.parametrize("row", CORPUS[::5], ids=lambda row: row["record"]["audit_id"])
+def test_the_examples_have_the_records_shape_and_pass_the_guide_regex(row: dict) -> None:
+    facts = AuditFacts.model_validate(row["record"])
+    messages = build_messages(facts)
+    assert messages[-1]["content"].startswith("Facts:") and facts.audit_id not in str(messages)
+    answer = example_answer(facts)  # the example style applied to the record itself
     guide = guide_regex(plan(facts))
-    assert re.fullmatch(guide, answer)
+    assert re.fullmatch(guide, answer), answer
     assert check_complete(answer, facts) is None
-    wrong = answer.replace(" 9.", " 8.").replace(" 41.", " 42.")
-    assert wrong != answer and not re.fullmatch(guide, wrong)
+    for example in (m["content"] for m in messages if m["role"] == "assistant"):
+        assert len(example.split(". ")) == len(answer.split(". "))  # one sentence per planned sentence
     assert not re.fullmatch(guide, answer.replace("The verification", "In 2024 the verification"))
+    if facts.modalities:
+        own = facts.modalities[0].distance
+        wrong = answer.replace(f"distance of {own}.", f"distance of {own + 1}.")
+        assert wrong != answer and not re.fullmatch(guide, wrong)
 
 
 @pytest.mark.parametrize(
