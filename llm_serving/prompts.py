@@ -1,6 +1,6 @@
 """Chat messages for one explanation: the facts go in one per line; the model words them.
 
-Two worked examples, one accept and one reject, are built in the record's own shape (the same
+One worked example, with the record's decision, is built in the record's own shape (the same
 modalities and decision kinds, other numbers): a 135M model follows the nearest example sentence
 by sentence, so an example with another shape makes it write about a modality or a kind the
 record lacks. The guide regex (``llm_serving.sentences``) forces each sentence's slots and forbids
@@ -68,15 +68,13 @@ def facts_message(facts: AuditFacts) -> str:
 
 
 def build_messages(facts: AuditFacts) -> list[dict[str, str]]:
-    """System prompt, two examples of the record's shape, then the record's facts (no ids, no personal data)."""
-    messages = [{"role": "system", "content": SYSTEM}]
-    # The example with the record's decision goes last: a small model copies the nearest example's
-    # wording, so it should be the one that says the right thing.
-    decisions = ["reject"] if facts.kind == "subject_locked" else sorted(
-        ("accept", "reject"), key=lambda d: d == facts.decision)
-    for decision in decisions:
-        example = _example_facts(facts, decision)
-        messages.append({"role": "user", "content": facts_message(example)})
-        messages.append({"role": "assistant", "content": example_answer(example)})
-    messages.append({"role": "user", "content": facts_message(facts)})
-    return messages
+    """System prompt, an example of the record's shape, then the record's facts (no ids, no personal data)."""
+    # One example, with the record's decision: a small model copies the nearest example's wording,
+    # and a second example doubles the prompt (the prefill dominates on CPU) without helping.
+    example = _example_facts(facts, facts.decision)
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": facts_message(example)},
+        {"role": "assistant", "content": example_answer(example)},
+        {"role": "user", "content": facts_message(facts)},
+    ]

@@ -42,6 +42,7 @@ class Sentence:
     template: str
     fact: str  # the fact as the prompt gives it to the model (no digit but the slots')
     modality: str | None = None  # the sentence is about this modality only
+    lead_words: int = 6  # words the model may write before the first slot
 
 
 def _number(value: float) -> str:
@@ -65,6 +66,7 @@ def _modality_sentences(m: ModalityFacts) -> list[Sentence]:
         f"The {name} probe differed from the enrolled template in {m.distance} of {CODE_BITS} bits "
         f"(Hamming distance; model version {m.model_version}, {m.backend} {m.precision}, arm {m.arm}).",
         f"{name.capitalize()} Hamming distance: {m.distance}.", name,
+        lead_words=1,  # "The face ...": a longer lead lets a small model start another sentence here
     )]
     if m.fallbacks:
         out.append(Sentence(
@@ -128,10 +130,10 @@ def template_text(facts: AuditFacts) -> str:
 
 
 def _sentence_regex(sentence: Sentence) -> str:
-    gap = f",?( {_WORD}){{0,{_GAP_WORDS}}}"
     parts = ["[A-Z][a-z]+"]
-    for slot in sentence.slots:
-        parts += [gap, " ", re.escape(slot)]
+    for i, slot in enumerate(sentence.slots):
+        words = min(sentence.lead_words, _GAP_WORDS) if i == 0 else _GAP_WORDS
+        parts += [f",?( {_WORD}){{0,{words}}}", " ", re.escape(slot)]
     parts += [f",?( {_WORD}){{0,{_TAIL_WORDS}}}", r"\."]
     return "".join(parts)
 
