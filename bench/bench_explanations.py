@@ -130,18 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an explainer already running (default: start one)")
     parser.add_argument("--per-kind", type=int, help="only the first N records of each decision kind")
     parser.add_argument("--quick", action="store_true", help="2 records per kind (a smoke test)")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model-dir", type=Path, help="a Hugging Face model directory (default: the shipped model)")
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".servestack" / "cache")
     parser.add_argument("--json", type=Path, help="also write every result here")
+    parser.add_argument("--request-timeout-s", type=float, default=300,
+                        help="the started explainer's deadline per explanation (its default is 30 s; a loaded "
+                             "2-core machine with 16 in flight needs more to measure the model, not the queue)")
     args = parser.parse_args(argv)
     per_kind = 2 if args.quick else args.per_kind
     corpus = load_corpus(per_kind)
     proc, url = None, args.url
     if url is None:
         extra = {"SERVESTACK_EXPLAINER_MODEL_DIR": str(args.model_dir)} if args.model_dir else {}
-        extra["SERVESTACK_EXPLAINER_REQUEST_TIMEOUT_S"] = "120"
+        extra["SERVESTACK_EXPLAINER_REQUEST_TIMEOUT_S"] = str(args.request_timeout_s)
         proc, url = start_explainer(args.threads, args.cache_dir, extra)
     try:
         info = httpx.get(f"{url}/readyz", timeout=10).json()
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([{"kind": k, "record": rec, **res} for k, rec, res in results], indent=1))
     command = "python bench/bench_explanations.py" + (f" --per-kind {per_kind}" if per_kind else "") + \
-        f" --concurrency {args.concurrency} --threads {args.threads}" + \
+        f" --concurrency {args.concurrency} --threads {args.threads} --request-timeout-s {args.request_timeout_s:g}" + \
         (f" --model-dir {args.model_dir}" if args.model_dir else "")
     print(report(results, info["model"], info["backend"], command))
     print(f"\nWall time {wall:.0f} s at {args.concurrency} in flight.", file=sys.stderr)

@@ -48,7 +48,7 @@ def _example_sentence(sentence: Sentence, facts: AuditFacts) -> str:
     if kind == "fallback":
         return f"The {name} code was computed by a fallback backend."
     if kind == "canary":
-        return f"The canary arm served the {name} code."
+        return f"The {name} code came from a canary arm."
     if kind == "missing":
         return f"The {name} was not compared."
     if kind == "fused":

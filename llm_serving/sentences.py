@@ -72,14 +72,14 @@ def _modality_sentences(m: ModalityFacts) -> list[Sentence]:
         out.append(Sentence(
             f"fallback:{name}", (name, "fallback"), None,
             f"The {name} code was computed by a fallback backend after {', '.join(m.fallbacks)} failed.",
-            f"The {name} code was computed by a fallback backend.", name,
+            f"The {name} code was computed by a fallback backend.", name, lead_words=1,
         ))
     if m.canary:
         out.append(Sentence(
-            # The arm's name goes before the modality's: a digit in it ("canary-3") must not read as the
+            # The arm's name comes after a semicolon: a digit in it ("canary-3") must not read as the
             # number attributed to the modality.
-            f"canary:{name}", ("canary", name), None, f"The canary arm {m.arm} served the {name} code.",
-            f"The canary arm served the {name} code.", name,
+            f"canary:{name}", (name, "canary"), None, f"The {name} code came from a canary arm; the arm is {m.arm}.",
+            f"The {name} code came from a canary arm.", name, lead_words=1,
         ))
     return out
 
@@ -100,7 +100,7 @@ def plan(facts: AuditFacts) -> list[Sentence]:
         sentences += _modality_sentences(m)
     for name in facts.missing_modalities:
         sentences.append(Sentence(f"missing:{name}", (name, "not"), None, f"The {name} was not compared.",
-                                  f"The {name} was not compared.", name))
+                                  f"The {name} was not compared.", name, lead_words=1))
     fused = fmt_number(facts.fused_distance)
     if len(facts.modalities) > 1:
         sentences.append(Sentence(

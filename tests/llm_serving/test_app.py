@@ -215,8 +215,8 @@ async def test_every_decision_kind_is_explained_completely() -> None:
     assert locked.json()["text"] == ("Verification rejected. The subject was locked after repeated rejections, "
                                      "so no biometric was compared.")
     text = combined.json()["text"]
-    for part in ("fallback backend after tensorrt failed", "canary arm v2", "The fingerprint was not compared",
-                 "set by the client", "at or below the threshold 30"):
+    for part in ("fallback backend after tensorrt failed", "canary arm; the arm is v2",
+                 "The fingerprint was not compared", "set by the client", "at or below the threshold 30"):
         assert part in text
     assert check_complete(text, records.EVERY_KIND) is None
 
