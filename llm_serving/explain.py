@@ -148,7 +148,7 @@ class ExplainService:
                     sentence = progress.pending[0] if progress.pending else None
                     if sentence is None:
                         return  # the model wrote more than planned: the plan is complete, the rest is dropped
-                    with traced(self.tracer, "explain.sentence_check",
+                    with traced(self.tracer, "explain.grounding_check",
                                 {"explain.attempt": attempt, "explain.topic": sentence.topic}) as span:
                         reason = check_sentence(sentence, text, facts)
                         span.set_attribute("explain.grounded", reason is None)

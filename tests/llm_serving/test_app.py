@@ -159,13 +159,13 @@ async def test_wrong_sentence_retries_after_the_checked_ones_then_the_template_c
     assert harness.metric("servestack_explainer_grounding_failures_total") == 2
     assert harness.metric("servestack_explainer_requests_total", source="template", status="grounding_failed") == 1
     spans = {s.name: s for s in harness.spans.get_finished_spans()}
-    assert {"explain.prompt_build", "explain.generation", "explain.sentence_check", "POST /v1/explain"} <= set(spans)
+    assert {"explain.prompt_build", "explain.generation", "explain.grounding_check", "POST /v1/explain"} <= set(spans)
     generation = [s for s in harness.spans.get_finished_spans() if s.name == "explain.generation"]
     assert [s.attributes["explain.attempt"] for s in generation] == [1, 2]
     assert [s.attributes["explain.sentences"] for s in generation] == [3, 2]
     assert generation[0].parent.span_id == spans["POST /v1/explain"].context.span_id
     assert generation[0].attributes["llm.time_to_first_token_s"] >= 0
-    checks = [s for s in harness.spans.get_finished_spans() if s.name == "explain.sentence_check"]
+    checks = [s for s in harness.spans.get_finished_spans() if s.name == "explain.grounding_check"]
     assert [s.attributes["explain.grounded"] for s in checks] == [True, False, False]
 
 
