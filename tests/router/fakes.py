@@ -90,6 +90,9 @@ class FakePod:
 @dataclass
 class FakeExplainer:
     calls: int = 0
+    records: list[dict] = field(default_factory=list)  # every record the router sent, in order
+    # "ok"; "error": 500; "timeout": the request times out; "cut": one delta, then the stream ends
+    mode: str = "ok"
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if path == "/readyz":
@@ -97,6 +100,15 @@ class FakeExplainer:
         self.calls += 1
         request = json.loads(body)
         rec = request["record"]
+        self.records.append(rec)
+        if self.mode == "error":
+            return _json(500, {"error": {"code": "internal_error", "message": "boom"}})
+        if self.mode == "timeout":  # the router's explainer_timeout_s ends the wait
+            await asyncio.sleep(3600)
+        if self.mode == "cut":
+            verdict = "accepted" if rec["decision"] == "accept" else "rejected"
+            cut = f'event: delta\ndata: {{"text": "It was {verdict}."}}\n\n'
+            return 200, {"content-type": "text/event-stream"}, cut.encode()
         final = {"audit_id": rec["audit_id"], "text": f"The decision was {rec['decision']}.", "source": "model",
                  "model": "fake", "backend": "vllm-cpu"}
         if request.get("stream"):
