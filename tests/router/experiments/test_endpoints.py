@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from router.experiments.endpoints import build_router
-from tests.router.fakes import AUTH, b64
+from tests.router.support.fakes import AUTH, b64
 
 
 @pytest.fixture

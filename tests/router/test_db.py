@@ -1,4 +1,4 @@
-"""kill -9 the router under load, restart it: every audit id a client received is still there."""
+"""router.db: kill -9 the router under load, restart it: every audit id a client received is still there."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.router.fakes import AUTH, b64, write_keys
+from tests.router.support.fakes import AUTH, b64, write_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 HERE = Path(__file__).parent
@@ -55,7 +55,7 @@ def start_router(tmp_path: Path, port: int, hasher: str) -> subprocess.Popen:
 
 async def test_acknowledged_audit_records_survive_kill_9(tmp_path):
     hasher_port = free_port()
-    hasher = subprocess.Popen([sys.executable, str(HERE / "fake_hasher.py"), str(hasher_port)])
+    hasher = subprocess.Popen([sys.executable, str(HERE / "support" / "fake_hasher.py"), str(hasher_port)])
     procs = [hasher]
     try:
         wait_ready(f"http://127.0.0.1:{hasher_port}/v2/health/ready", hasher)
