@@ -182,3 +182,28 @@ async def test_fallback_from_an_ejected_backend_draws_no_budget(tmp_path):
         assert fakes.pods["http://face-v2a:8080"].calls == 1 and fakes.pods["http://face-v1a:8080"].calls == 5
         assert router.metric("servestack_router_retry_budget_exhausted_total", backend="hasher-face-v1") == 0
         assert router.metric("servestack_router_ejections_total", backend="hasher-face-v2") == 1
+
+
+async def test_a_pod_restart_drops_pooled_connections_and_no_request_fails(tmp_path):
+    """The pod goes away with keep-alive connections pooled in the router, then comes back on its
+    port: calls meanwhile go to the other replica; afterwards the stale pooled connections are
+    detected and replaced, not surfaced as errors."""
+    fakes, policy = two_replica_fakes()
+    async with running_router(tmp_path, fakes, policy, outlier_base_ejection_s=0.05,
+                              outlier_max_ejection_s=0.05) as router:
+        async def burst(n: int) -> None:
+            rs = await asyncio.gather(*(router.client.post("/v1/hash", headers=PIN_V2, json=HASH) for _ in range(n)))
+            assert [r.status_code for r in rs] == [200] * n, [r.text for r in rs if r.status_code != 200]
+
+        await burst(8)
+        first = fakes.pods["http://face-v2a:8080"]
+        assert first.calls > 0
+        await fakes.take_down("http://face-v2a:8080")
+        calls_when_down = first.calls
+        await burst(8)
+        assert first.calls == calls_when_down
+        await fakes.bring_up("http://face-v2a:8080")
+        await asyncio.sleep(0.1)  # past the ejection
+        for _ in range(6):
+            await burst(4)
+        assert first.calls > calls_when_down
