@@ -336,3 +336,31 @@ async def running_router(tmp_path: Path, fakes: Fakes | None = None, policy: dic
                 yield RouterHarness(app, client, fakes, spans, policy_path)
     finally:
         await fakes.stop()
+
+
+def two_replica_fakes(first_mode: str = "ok") -> tuple[Fakes, dict]:
+    """The standard fakes with a second face-v2 replica (the first in ``first_mode``), and its policy."""
+    fakes = Fakes(pods={
+        "http://face-v1a:8080": FakePod("face", "1"),
+        "http://face-v2a:8080": FakePod("face", "2", mode=first_mode),
+        "http://face-v2b:8080": FakePod("face", "2"),
+        "http://finger-v1a:8080": FakePod("fingerprint", "1"),
+    })
+    policy = standard_policy()
+    policy["backends"]["hasher-face-v2"]["endpoints"] = ["http://face-v2a:8080", "http://face-v2b:8080"]
+    return fakes, policy
+
+
+async def enroll(router: RouterHarness, subject: str, **images: bytes) -> dict:
+    """Enrol ``subject`` with ``images`` (modality -> raw bytes); asserts a 200."""
+    r = await router.client.post("/v1/enroll", headers=AUTH,
+                                 json={"subject_id": subject, **{k: b64(v) for k, v in images.items()}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    """``r`` is the router's error shape with this status and code, and a message."""
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
