@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.router.fakes import AUTH, b64, write_keys
+from tests.router.support.fakes import AUTH, b64, write_keys
 from tests.support.procs import free_port, process
 
 HERE = Path(__file__).parent
-FAKE_HASHER = HERE.parent / "router" / "fake_hasher.py"
+FAKE_HASHER = HERE / "fake_hasher.py"
 FAKE_EXPLAINER = HERE / "fake_explainer.py"
 BACKEND = "hasher-face-v1"
 FALLBACK = "hasher-face-v1-fallback"

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from tests.faults.harness import Results, drive, enroll, face, hashers, policy, start_router, wait_for
-from tests.router.fakes import AUTH
-from tests.router.pg_server import PostgresProcess, find_bin_dir, postgres_process
+from tests.router.support.fakes import AUTH
+from tests.router.support.pg_server import PostgresProcess, find_bin_dir, postgres_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SUBJECTS = [f"d{i}" for i in range(10)]

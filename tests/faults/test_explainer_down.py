@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.faults.harness import FAKE_EXPLAINER, drive, enroll, face, hashers, policy, start_router
-from tests.router.fakes import AUTH
+from tests.router.support.fakes import AUTH
 from tests.support.procs import free_port, process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -42,16 +42,18 @@ async def test_explainer_down_and_back(tmp_path):
 
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-            # At once (the router has not noticed yet) and after the health checks mark it down.
-            for _ in range(2):
-                r = await client.get(f"/v1/audit/{await new_audit_id(client)}/explanation", headers=AUTH)
-                assert r.status_code == 503, r.text
-                assert r.json()["error"]["code"] == "explainer_unavailable"
-                assert int(r.headers["retry-after"]) >= 1
-                sse = await client.get(f"/v1/audit/{await new_audit_id(client)}/explanation",
-                                       headers={**AUTH, "Accept": "text/event-stream"})
-                assert sse.status_code == 503 or "explainer_unavailable" in sse.text
-                time.sleep(1.5)
+            # At once, before the health checks notice: the call fails and the template answers.
+            r = await client.get(f"/v1/audit/{await new_audit_id(client)}/explanation", headers=AUTH)
+            assert (r.status_code == 200 and r.json()["source"] == "template") or r.status_code == 503, r.text
+            # Once the health checks mark it down: 503 explainer_unavailable with Retry-After, JSON and SSE.
+            time.sleep(2)
+            r = await client.get(f"/v1/audit/{await new_audit_id(client)}/explanation", headers=AUTH)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "explainer_unavailable"
+            assert int(r.headers["retry-after"]) >= 1
+            sse = await client.get(f"/v1/audit/{await new_audit_id(client)}/explanation",
+                                   headers={**AUTH, "Accept": "text/event-stream"})
+            assert sse.status_code == 503 and sse.json()["error"]["code"] == "explainer_unavailable"
             results = await drive(client, seconds=2, workers=4, subjects=SUBJECTS)
             assert len(results.outcomes) > 20 and results.failures() == [], results.statuses()
 

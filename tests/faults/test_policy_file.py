@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.faults.harness import drive, enroll, hashers, metric, policy, start_router, wait_for
-from tests.router.fakes import ADMIN
+from tests.router.support.fakes import ADMIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SUBJECTS = [f"p{i}" for i in range(5)]

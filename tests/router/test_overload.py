@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from tests.router.fakes import AUTH, FakePod, Fakes, b64, running_router, standard_fakes
+from tests.router.support.fakes import AUTH, FakePod, Fakes, b64, running_router, standard_fakes
 
 HASH = {"modality": "face", "images": [b64(b"img")]}
 V1 = "http://face-v1a:8080"

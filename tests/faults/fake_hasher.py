@@ -1,4 +1,4 @@
-"""A tiny stand-in hasher pod for tests that run a real router process (``python fake_hasher.py PORT``).
+"""A stand-in hasher pod as a real process for the fault matrix (``python fake_hasher.py PORT``): kill -9 needs one.
 
 Speaks the two routes the router uses: ``POST /v1/hash`` (deterministic code per image) and
 ``GET /v2/health/ready``. Raw ASGI: no framework between the socket and the answer.
