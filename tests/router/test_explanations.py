@@ -10,7 +10,7 @@ from llm_serving.schemas import Explanation
 from llm_serving.sentences import check_complete
 from router.explain import facts_of
 from router.schemas import AuditRecord
-from tests.router.fakes import AUTH, b64, running_router, standard_fakes, standard_policy
+from tests.router.support.fakes import AUTH, b64, running_router, standard_fakes, standard_policy
 
 
 async def _verified(router, subject: str, **extra: object) -> dict:
