@@ -12,7 +12,7 @@ from typing import Literal
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from router.db import Database, templates
+from router.db import DEFAULT_TENANT, Database, templates
 
 
 class TemplateStore:
@@ -26,7 +26,8 @@ class TemplateStore:
 
         def op(conn: Connection) -> dict[str, str]:
             rows = conn.execute(
-                select(t.c.model_version, t.c.code).where(t.c.subject_id == subject_id, t.c.modality == modality)
+                select(t.c.model_version, t.c.code).where(t.c.tenant == DEFAULT_TENANT, t.c.subject_id == subject_id,
+                                                         t.c.modality == modality)
             )
             return {r.model_version: r.code for r in rows}
 
@@ -35,10 +36,10 @@ class TemplateStore:
     async def put(self, subject_id: str, modality: str, model_version: str, code: str,
                   source: Literal["enroll", "migration"]) -> None:
         """Store a template. Enrolment replaces; migration never overwrites an existing one."""
-        values = {"subject_id": subject_id, "modality": modality, "model_version": model_version,
-                  "code": code, "source": source, "created_at": time.time()}
+        values = {"tenant": DEFAULT_TENANT, "subject_id": subject_id, "modality": modality,
+                  "model_version": model_version, "code": code, "source": source, "created_at": time.time()}
         insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(templates).values(**values)
-        keys = [templates.c.subject_id, templates.c.modality, templates.c.model_version]
+        keys = [templates.c.tenant, templates.c.subject_id, templates.c.modality, templates.c.model_version]
         if source == "enroll":
             stmt = insert.on_conflict_do_update(
                 index_elements=keys, set_={"code": code, "source": source, "created_at": values["created_at"]}

@@ -16,7 +16,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, se
 
 import router.db as db_module
 from router.audit_store import AuditStore, ExperimentRow
-from router.db import Database, schema_migrations
+from router.db import MIGRATIONS, Database, schema_migrations
 from tests.router.fakes import AUTH, b64, running_router
 from tests.router.test_audit_store import record
 
@@ -32,8 +32,9 @@ async def test_postgres_backend_is_a_real_server_with_the_schema(postgres_server
 
             dialect, driver, version_num, tables, versions = await db.read(probe)
             assert (dialect, driver) == ("postgresql", "psycopg") and int(version_num) >= 120000
-            assert tables == ["audit_modalities", "audit_records", "schema_migrations", "templates"]
-            assert versions == [1]
+            assert tables == ["audit_modalities", "audit_records", "schema_migrations", "subject_events",
+                              "subject_throttle", "templates"]
+            assert versions == [v for v, _, _ in MIGRATIONS]
         finally:
             await asyncio.to_thread(db.close)
 
@@ -42,17 +43,19 @@ def _race_migrations(url: str, monkeypatch) -> tuple[list[Database], list[int]]:
     """Open two Databases on ``url`` at the same instant, with a slow extra migration appended.
 
     The slow step holds the migration transaction open long enough that, without a lock across
-    connections, both would find version 2 unapplied and both run it.
+    connections, both would find it unapplied and both run it.
     """
     runs: list[int] = []
     probe_table = Table("migration_probe", MetaData(), Column("n", Integer, primary_key=True))
 
-    def slow_v2(conn: Connection) -> None:
+    extra = MIGRATIONS[-1][0] + 1
+
+    def slow_step(conn: Connection) -> None:
         runs.append(threading.get_ident())
         probe_table.create(conn)  # no checkfirst: a second run fails loudly
         time.sleep(0.5)
 
-    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, (2, "test: slow step", slow_v2)])
+    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, (extra, "test: slow step", slow_step)])
     barrier = threading.Barrier(2)
 
     def open_db() -> Database:
@@ -69,11 +72,12 @@ async def test_routers_starting_together_apply_each_migration_once(audit_url, mo
     dbs, runs = await asyncio.to_thread(_race_migrations, audit_url, monkeypatch)
     try:
         assert len(runs) == 1
-        assert [d.schema_version for d in dbs] == [2, 2]
+        extra = MIGRATIONS[-1][0] + 1
+        assert [d.schema_version for d in dbs] == [extra, extra]
         versions = await dbs[0].read(
             lambda c: list(c.execute(select(schema_migrations.c.version).order_by(schema_migrations.c.version))
                            .scalars()))
-        assert versions == [1, 2]
+        assert versions == [*(v for v, _, _ in MIGRATIONS), extra]
     finally:
         for d in dbs:
             await asyncio.to_thread(d.close)
@@ -84,10 +88,10 @@ async def test_two_stores_write_one_database_concurrently(audit_url):
     try:
         now = time.time()
         stores = [AuditStore(first), AuditStore(second)]
-        await asyncio.gather(*(stores[i % 2].record(record(i, created_at=now + i)) for i in range(40)))
-        rows = await stores[1].experiment_rows("face")
+        await asyncio.gather(*(stores[i % 2].record(record(i, created_at=now + i), "t1") for i in range(40)))
+        rows = await stores[1].experiment_rows("face", "t1")
         assert len(rows) == 40 and rows[0] == ExperimentRow("v1", "accept", 10.0, now)
-        assert (await stores[0].get(f"{39:032x}")).subject_id == "s39"
+        assert (await stores[0].get(f"{39:032x}", "t1")).subject_id == "s39"
     finally:
         await asyncio.to_thread(first.close)
         await asyncio.to_thread(second.close)
