@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llm_serving.client import ExplainerClient
 from router.admin import admin
 from router.audit_store import AuditStore
-from router.auth import Authenticator, load_keys
+from router.auth import Authenticator, KeyRing
 from router.background import BackgroundWork
 from router.balancer import Balancer, RetryBudget
 from router.bodylimit import BodyLimitMiddleware
@@ -62,8 +62,9 @@ Canary/A-B router of ServeStack: biometric deep-hash verification.
 * Verification: Hamming distance of 128-bit codes, fusion = mean over modalities, accept when the
   fused distance <= threshold. **Default threshold: 24** (of 128 bits; setting
   `SERVESTACK_ROUTER_DEFAULT_THRESHOLD`), per-request override within **5..50**.
-* Auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`; scopes `client` and `admin`;
-  per-key rate limits (429 + `Retry-After`).
+* Auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`; every key belongs to a tenant;
+  scopes `client`, `pin` (the `X-ServeStack-Arm` header), `enroll:replace` and `admin` (holds
+  every scope); per-key rate limits (429 + `Retry-After`).
 * Errors: `{"error": {"code": "...", "message": "..."}}`.
 * Every response carries the trace id in `x-trace-id`.
 """
@@ -115,7 +116,8 @@ def create_app(
     register_span_metrics(metrics.registry, "servestack_router_spans_dropped_total", telemetry)
     assert settings.policy_path is not None  # RouterSettings refuses None
     holder = PolicyHolder(settings.policy_path, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
-    keys = load_keys(settings.keys_file) if settings.keys_file is not None and not settings.auth_disabled else None
+    keys = KeyRing(settings.keys_file, on_reload_result=lambda r: metrics.keys_reloads.labels(r).inc()) \
+        if settings.keys_file is not None and not settings.auth_disabled else None
     balancer = Balancer(
         consecutive_failures=settings.outlier_consecutive_failures,
         base_ejection_s=settings.outlier_base_ejection_s,
@@ -169,6 +171,8 @@ def create_app(
                                              settings.explainer_timeout_s)
         tasks = [asyncio.create_task(holder.watch(settings.policy_poll_s), name="policy-watch"),
                  asyncio.create_task(health.run(), name="health-checks")]
+        if keys is not None:
+            tasks.append(asyncio.create_task(keys.watch(settings.keys_poll_s), name="keys-watch"))
         if settings.gc_freeze:
             # What is alive now (FastAPI, pydantic, SQLAlchemy, the OTel SDK: ~150k objects) lives
             # as long as the process; frozen, no later collection walks it again. Unfrozen, every

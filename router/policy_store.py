@@ -46,7 +46,8 @@ def validate_policy(data: object, origin: str = "policy") -> PolicySpec:
         raise PolicyInvalid(f"{origin}: {problems}") from exc
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(mtime, size, inode) of a watched file, None when it is missing: a change of any is a change."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -62,7 +63,7 @@ class PolicyHolder:
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self._on_result = on_reload_result or (lambda _result: None)
-        self._signature = _signature(path)
+        self._signature = file_signature(path)
         self.current = TrafficPolicy(parse_policy(path.read_text(), str(path)), version=1)
 
     def subscribe(self, listener: Listener) -> None:
@@ -83,7 +84,7 @@ class PolicyHolder:
         async with self._lock:
             text = yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
             await asyncio.to_thread(self._write_atomic, text)
-            self._signature = _signature(self.path)
+            self._signature = file_signature(self.path)
             policy = self._swap(spec)
             self._on_result("admin")
             return policy
@@ -103,7 +104,7 @@ class PolicyHolder:
     async def check_file(self) -> bool:
         """Reload if the file changed; True when a new policy was put in force."""
         async with self._lock:
-            sig = await asyncio.to_thread(_signature, self.path)
+            sig = await asyncio.to_thread(file_signature, self.path)
             if sig is None or sig == self._signature:
                 return False
             self._signature = sig
