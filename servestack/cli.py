@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("servestack.canary_cmd", "run a canary analysis"),
     ("servestack.loadtest_cmd", "run a Locust load test"),
     ("servestack.bench_cmd", "run the benchmarks behind BENCHMARKS.md"),
+    ("servestack.audit_cmd", "maintain the audit database (prune old records)"),
 )
 
 
