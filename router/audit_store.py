@@ -17,7 +17,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, select, update
 
-from router.db import DEFAULT_TENANT, Database, audit_modalities, audit_records
+from router.db import Database, audit_modalities, audit_records
 from router.schemas import AuditRecord
 
 
@@ -39,7 +39,7 @@ class AuditStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def record(self, rec: AuditRecord, tenant: str = DEFAULT_TENANT,
+    async def record(self, rec: AuditRecord, tenant: str,
                      also: Callable[[Connection], None] | None = None) -> None:
         """Insert the record and its per-modality rows; returns once the commit is durable.
 
@@ -68,7 +68,7 @@ class AuditStore:
 
         await self.db.write(op)
 
-    async def get(self, audit_id: str, tenant: str = DEFAULT_TENANT) -> AuditRecord | None:
+    async def get(self, audit_id: str, tenant: str) -> AuditRecord | None:
         def op(conn: Connection) -> str | None:
             return conn.execute(select(audit_records.c.record).where(audit_records.c.id == audit_id,
                                                                      audit_records.c.tenant == tenant)).scalar()
@@ -76,7 +76,7 @@ class AuditStore:
         text = await self.db.read(op)
         return AuditRecord.model_validate_json(text) if text else None
 
-    async def experiment_rows(self, route: str, tenant: str = DEFAULT_TENANT,
+    async def experiment_rows(self, route: str, tenant: str,
                               since: float | None = None) -> list[ExperimentRow]:
         """Rows of ``route`` in ``tenant`` (oldest first), optionally only those created at or after ``since``."""
         t = audit_modalities
@@ -91,7 +91,7 @@ class AuditStore:
 
         return await self.db.read(op)
 
-    async def get_explanation(self, audit_id: str, tenant: str = DEFAULT_TENANT) -> dict | None:
+    async def get_explanation(self, audit_id: str, tenant: str) -> dict | None:
         def op(conn: Connection) -> str | None:
             return conn.execute(
                 select(audit_records.c.explanation).where(audit_records.c.id == audit_id,
@@ -101,7 +101,7 @@ class AuditStore:
         text = await self.db.read(op)
         return json.loads(text) if text else None
 
-    async def save_explanation(self, audit_id: str, explanation: dict, tenant: str = DEFAULT_TENANT) -> None:
+    async def save_explanation(self, audit_id: str, explanation: dict, tenant: str) -> None:
         """Cache an explanation; the first one stored wins (later generations are not kept)."""
         text = json.dumps(explanation)
         now = time.time()

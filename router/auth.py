@@ -9,8 +9,9 @@ Only hashes are kept: a leaked file or heap dump does not leak usable keys. Keys
 random strings, so a plain SHA-256 (not a slow password hash) is the usual and sufficient choice.
 
 Scopes: ``client`` (the API v1), ``pin`` (choose an arm with the pin header), ``enroll:replace``
-(re-enrol an existing subject), ``admin`` (the admin API; an admin key holds every scope). A key
-without ``tenant`` belongs to ``default``, the tenant of rows written before tenants existed.
+(re-enrol an existing subject), ``admin`` (the admin API). Scopes are explicit: an operator's key
+lists each one it needs (``admin`` alone does not call the API v1). A key without ``tenant``
+belongs to ``default``, the tenant of rows written before tenants existed.
 
 :class:`KeyRing` re-reads the file when it changes (polled like the policy): a revoked key is
 refused from the next request on, requests already authenticated finish. A file that does not
@@ -32,6 +33,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router.db import DEFAULT_TENANT
 from router.errors import Forbidden, RateLimited, Unauthorized
 from router.policy_store import file_signature
 from router.ratelimit import RateLimiter
@@ -39,7 +41,7 @@ from router.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 Scope = Literal["client", "pin", "enroll:replace", "admin"]
-DEFAULT_TENANT = "default"
+ALL_SCOPES: tuple[Scope, ...] = ("client", "pin", "enroll:replace", "admin")
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
@@ -72,7 +74,7 @@ class Principal:
     tenant: str = DEFAULT_TENANT
 
     def allows(self, scope: Scope) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return scope in self.scopes
 
     def require(self, scope: Scope, what: str) -> None:
         """Raise :class:`Forbidden` unless the key holds ``scope``; ``what`` names the action refused."""
@@ -155,7 +157,7 @@ class Authenticator:
 
     def authenticate(self, key: str | None, scope: Scope) -> Principal:
         if self._ring is None:
-            return Principal("anonymous", frozenset({"admin"}))
+            return Principal("anonymous", frozenset(ALL_SCOPES))
         if not key:
             raise Unauthorized("missing API key: send Authorization: Bearer <key> or X-API-Key")
         digest = hash_key(key)

@@ -44,8 +44,8 @@ class ExplanationService:
         self.tracer = tracer
         self.timeout_s = timeout_s
 
-    async def _facts(self, audit_id: str) -> AuditFacts:
-        record = await self.audit.get(audit_id)
+    async def _facts(self, audit_id: str, tenant: str) -> AuditFacts:
+        record = await self.audit.get(audit_id, tenant)
         if record is None:
             raise NotFound(f"no audit record {audit_id!r}")
         return facts_of(record)
@@ -56,14 +56,15 @@ class ExplanationService:
             raise UpstreamUnavailable(f"explainer: {self.balancer.describe(EXPLAINER)}")
         return endpoint.url
 
-    async def cached(self, audit_id: str) -> dict | None:
-        return await self.audit.get_explanation(audit_id)
+    async def cached(self, audit_id: str, tenant: str) -> dict | None:
+        return await self.audit.get_explanation(audit_id, tenant)
 
-    async def explain(self, audit_id: str) -> dict:
-        cached = await self.audit.get_explanation(audit_id)
+    async def explain(self, audit_id: str, tenant: str) -> dict:
+        """The explanation of one of ``tenant``'s records (another tenant's id: NotFound, as unknown)."""
+        cached = await self.audit.get_explanation(audit_id, tenant)
         if cached is not None:
             return cached
-        facts = await self._facts(audit_id)
+        facts = await self._facts(audit_id, tenant)
         url = self._endpoint()
         with traced(self.tracer, "upstream.explain", {"server.address": url}, kind=SpanKind.CLIENT):
             try:
@@ -72,19 +73,19 @@ class ExplanationService:
             except ExplainerError as exc:
                 raise UpstreamUnavailable(f"explainer at {url}: {exc}") from exc
         data = explanation.model_dump(mode="json")
-        await self.audit.save_explanation(audit_id, data)
+        await self.audit.save_explanation(audit_id, data, tenant)
         return data
 
-    async def open_stream(self, audit_id: str) -> AsyncIterator[bytes]:
+    async def open_stream(self, audit_id: str, tenant: str) -> AsyncIterator[bytes]:
         """Validate (404/503 before any byte is sent), then return the SSE byte stream."""
-        cached = await self.audit.get_explanation(audit_id)
+        cached = await self.audit.get_explanation(audit_id, tenant)
         if cached is not None:
             return _single(sse("final", cached))
-        facts = await self._facts(audit_id)
+        facts = await self._facts(audit_id, tenant)
         url = self._endpoint()
-        return self._relay(audit_id, facts, url)
+        return self._relay(audit_id, tenant, facts, url)
 
-    async def _relay(self, audit_id: str, facts: AuditFacts, url: str) -> AsyncIterator[bytes]:
+    async def _relay(self, audit_id: str, tenant: str, facts: AuditFacts, url: str) -> AsyncIterator[bytes]:
         with traced(self.tracer, "upstream.explain", {"server.address": url, "servestack.stream": True},
                     kind=SpanKind.CLIENT):
             try:
@@ -92,7 +93,7 @@ class ExplanationService:
                                                             headers=dict(inject_headers({}))):
                     if event == "final":
                         final = Explanation.model_validate(data).model_dump(mode="json")
-                        await self.audit.save_explanation(audit_id, final)
+                        await self.audit.save_explanation(audit_id, final, tenant)
                         yield sse("final", final)
                     else:
                         yield sse(event, data)

@@ -1,8 +1,8 @@
 """``GET /v1/experiments/{name}`` (JSON) and ``GET /v1/experiments/{name}/report`` (HTML page).
 
-Both need the ``client`` scope, the way the rest of API v1 does. The experiment name is the
-route's ``experiment`` (or the route's name when it has none); rows come from the audit store,
-weights from the policy in force.
+Both need the ``client`` scope, the way the rest of API v1 does, and count the caller's tenant
+only. The experiment name is the route's ``experiment`` (or the route's name when it has none);
+rows come from the audit store, weights from the policy in force.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ Since = Annotated[float | None, Query(ge=0, description="only rows created at or
 Confidence = Annotated[float, Query(ge=0.5, le=0.999, description="confidence of the intervals; alpha = 1 - it")]
 
 
-async def _report(request: Request, name: str, since: float | None, confidence: float) -> ExperimentReport:
+async def _report(request: Request, tenant: str, name: str, since: float | None,
+                  confidence: float) -> ExperimentReport:
     policy = request.app.state.policy.current
     route = next((r for r in policy.spec.routes if policy.experiment(r) == name), None)
     if route is None:
         names = sorted(policy.experiment(r) for r in policy.spec.routes)
         raise NotFound(f"no experiment {name!r} (experiments: {names})")
-    rows = await request.app.state.audit_store.experiment_rows(route, since=since)
+    rows = await request.app.state.audit_store.experiment_rows(route, tenant, since=since)
     return build_report(name, route, rows, policy.weights(route), generated_at=time.time(), since=since,
                         confidence=confidence)
 
@@ -44,14 +45,14 @@ def build_router() -> APIRouter:
              description="Per-arm counts, accept rates with Wilson intervals, latency quantiles, a two-proportion "
                          "z-test of each arm against the first (control) arm, and a sample-ratio-mismatch check "
                          "of the observed split against the configured weights.")
-    async def experiment_json(request: Request, _p: ClientAuth, name: str = NAME, since: Since = None,
+    async def experiment_json(request: Request, p: ClientAuth, name: str = NAME, since: Since = None,
                               confidence: Confidence = 0.95) -> ExperimentReport:
-        return await _report(request, name, since, confidence)
+        return await _report(request, p.tenant, name, since, confidence)
 
     @api.get("/{name}/report", response_class=HTMLResponse, summary="A/B report of an experiment (HTML page)",
              description="The same report as a self-contained page with charts (no scripts, works offline).")
-    async def experiment_html(request: Request, _p: ClientAuth, name: str = NAME, since: Since = None,
+    async def experiment_html(request: Request, p: ClientAuth, name: str = NAME, since: Since = None,
                               confidence: Confidence = 0.95) -> HTMLResponse:
-        return HTMLResponse(render_page(await _report(request, name, since, confidence)))
+        return HTMLResponse(render_page(await _report(request, p.tenant, name, since, confidence)))
 
     return api

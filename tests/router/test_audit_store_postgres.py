@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, se
 import router.db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import MIGRATIONS, Database, schema_migrations
-from tests.router.fakes import AUTH, b64, running_router
+from tests.router.fakes import ADMIN, AUTH, b64, running_router
 from tests.router.test_audit_store import record
 
 
@@ -103,13 +103,16 @@ async def test_router_on_postgres_enrolls_verifies_and_audits(tmp_path, postgres
         async with running_router(tmp_path, audit_url=url) as router:
             r = await router.client.post("/v1/enroll", headers=pin_v1, json={"subject_id": "pg", "face": b64(b"pg")})
             assert r.status_code == 200, r.text
-            # Re-enrolling replaces the template (PostgreSQL's ON CONFLICT DO UPDATE path).
+            # Re-enrolling is refused unless asked to replace (the admin key holds enroll:replace).
             r = await router.client.post("/v1/enroll", headers=pin_v1, json={"subject_id": "pg", "face": b64(b"pg")})
+            assert r.status_code == 409, r.text
+            r = await router.client.post("/v1/enroll", headers={**ADMIN, "X-ServeStack-Arm": "face=v1"},
+                                         json={"subject_id": "pg", "face": b64(b"pg"), "replace": True})
             assert r.status_code == 200, r.text
             r = await router.client.post("/v1/verify", headers=pin_v1, json={"subject_id": "pg", "face": b64(b"pg")})
             body = r.json()
             assert r.status_code == 200 and body["decision"] == "accept" and body["fused_distance"] == 0
             audit = await router.client.get(f"/v1/audit/{body['audit_id']}", headers=AUTH)
             assert audit.status_code == 200 and audit.json()["trace_id"] == body["trace_id"]
-            rows = await router.app.state.audit_store.experiment_rows("face")
+            rows = await router.app.state.audit_store.experiment_rows("face", "default")
             assert [(row.arm, row.decision) for row in rows] == [("v1", "accept")]

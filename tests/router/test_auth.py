@@ -25,13 +25,17 @@ def _key(name: str, key: str, scopes: list[str], tenant: str | None = None) -> d
     return entry | ({"tenant": tenant} if tenant else {})
 
 
-def test_tenant_defaults_to_default_and_admin_holds_every_scope(tmp_path):
-    ring = KeyRing(_keys(tmp_path / "k.yaml", _key("a", "ka", ["client"]), _key("b", "kb", ["admin"], "acme")))
+def test_tenant_defaults_to_default_and_a_key_holds_exactly_its_scopes(tmp_path):
+    ring = KeyRing(_keys(tmp_path / "k.yaml", _key("a", "ka", ["client"]), _key("b", "kb", ["admin"], "acme"),
+                         _key("c", "kc", ["client", "pin"], "acme")))
     auth = Authenticator(ring, RateLimiter())
     a = auth.authenticate("ka", "client")
     assert (a.name, a.tenant, a.allows("pin"), a.allows("enroll:replace")) == ("a", "default", False, False)
-    b = auth.authenticate("kb", "client")
-    assert (b.tenant, b.allows("pin"), b.allows("enroll:replace"), b.allows("client")) == ("acme", True, True, True)
+    b = auth.authenticate("kb", "admin")
+    assert (b.tenant, b.allows("pin"), b.allows("client")) == ("acme", False, False)
+    with pytest.raises(Forbidden):
+        auth.authenticate("kb", "client")
+    assert auth.authenticate("kc", "client").allows("pin")
     with pytest.raises(Forbidden, match="'pin' scope needed to pin an arm"):
         a.require("pin", "pin an arm")
     with pytest.raises(Forbidden):
@@ -97,7 +101,7 @@ async def test_revoked_key_is_refused_within_seconds_and_requests_in_flight_fini
 
 def test_disabled_auth_is_one_anonymous_principal_of_the_default_tenant():
     p = Authenticator(None, RateLimiter()).authenticate(None, "admin")
-    assert p == Principal("anonymous", frozenset({"admin"}), "default")
+    assert p == Principal("anonymous", frozenset({"client", "pin", "enroll:replace", "admin"}), "default")
 
 
 def test_a_missing_key_is_401_when_auth_is_on(tmp_path):

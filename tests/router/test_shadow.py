@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from router.db import templates
-from tests.router.fakes import ADMIN, b64, fake_code, running_router
+from tests.router.fakes import ADMIN, FakePod, b64, fake_code, running_router, standard_fakes, standard_policy
 
 PIN_V1 = {**ADMIN, "X-ServeStack-Arm": "face=v1"}
 
@@ -72,14 +72,24 @@ async def test_the_migration_threshold_is_the_servers_never_the_clients(tmp_path
 
 
 async def test_a_probe_served_by_a_fallback_is_not_migrated(tmp_path):
-    async with running_router(tmp_path, enroll_all_arms=False) as router:
+    fakes = standard_fakes()
+    fakes.pods["http://face-v1b:8080"] = FakePod("face", "1", precision="int8")
+    policy = standard_policy()
+    policy["backends"]["hasher-face-v1b"] = {"endpoints": ["http://face-v1b:8080"]}
+    policy["backends"]["hasher-face-v1"]["fallback"] = ["hasher-face-v1b"]
+    async with running_router(tmp_path, fakes=fakes, policy=policy, enroll_all_arms=False, max_retries=0) as router:
         await _enrolled_on_v1_only(router, "xia", b"xia-face", b"xia-finger")
-        # v2's one call fails and falls back to v1; v2 is fine again for the migration call that
-        # would follow. A probe the primary arm did not serve migrates nothing.
-        router.fakes.pods["http://face-v2a:8080"].fail_next = 1
-        r = await router.client.post("/v1/verify", headers={**ADMIN, "X-ServeStack-Arm": "face=v2"},
-                                     json={"subject_id": "xia", "face": b64(b"xia-face")})
+        # v1's one try fails (no retries) and falls back to another backend of version 1: the probe
+        # matches, but the arm it was sent to did not serve it, so it vouches for no v2 template.
+        fakes.pods["http://face-v1a:8080"].fail_next = 1
+        r = await router.client.post("/v1/verify", headers=PIN_V1, json={"subject_id": "xia", "face": b64(b"xia-face")})
+        assert r.status_code == 200, r.text
         m = r.json()["modalities"][0]
-        assert r.json()["decision"] == "accept" and m["fallbacks"] == ["hasher-face-v2"]
+        assert r.json()["decision"] == "accept" and m["fallbacks"] == ["hasher-face-v1"], m
         await router.app.state.background.drain()
         assert set(await _face_rows(router, "xia")) == {"1"}
+        # The same probe served by its own arm migrates.
+        r = await router.client.post("/v1/verify", headers=PIN_V1, json={"subject_id": "xia", "face": b64(b"xia-face")})
+        assert r.json()["modalities"][0]["fallbacks"] == []
+        await router.app.state.background.drain()
+        assert set(await _face_rows(router, "xia")) == {"1", "2"}

@@ -53,7 +53,7 @@ async def test_fusion_is_the_mean_and_threshold_override_applies(router):
 
 async def test_verify_unknown_subject_is_404(router):
     r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "nobody", "face": b64(b"x")})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "not_enrolled"
+    assert r.status_code == 404 and r.json()["error"]["code"] == "subject_not_found"
 
 
 async def test_pin_header_forces_the_arm(router):
@@ -81,7 +81,7 @@ async def test_template_migration_enrols_the_canary_after_an_accepted_verificati
     async with running_router(tmp_path, enroll_all_arms=False) as router:
         await router.client.post("/v1/enroll", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
                                  json={"subject_id": "dan", "face": b64(b"dan")})
-        assert set(await router.app.state.templates.get("dan", "face")) == {"1"}
+        assert set((await router.app.state.subjects.load("default", "dan")).templates["face"]) == {"1"}
         # Teach the router which version each backend serves, then an accepted v1 verification.
         await router.client.post("/v1/hash", headers={**AUTH, "X-ServeStack-Arm": "face=v2"},
                                  json={"modality": "face", "images": [b64(b"z")]})
@@ -89,7 +89,7 @@ async def test_template_migration_enrols_the_canary_after_an_accepted_verificati
                                      json={"subject_id": "dan", "face": b64(b"dan")})
         assert r.json()["decision"] == "accept"
         await router.app.state.background.drain()
-        templates = await router.app.state.templates.get("dan", "face")
+        templates = (await router.app.state.subjects.load("default", "dan")).templates["face"]
         assert templates == {"1": fake_code(b"dan", "1"), "2": fake_code(b"dan", "2")}
         assert router.metric("servestack_router_template_migrations_total", route="face", arm="v2",
                              outcome="ok") == 1
