@@ -123,11 +123,10 @@ class SubjectStore:
         t = templates
         mine = and_(t.c.tenant == tenant, t.c.subject_id == subject_id)
 
-        def op(conn: Connection) -> None:
+        def op(conn: Connection) -> bool:
             existing = conn.execute(select(t.c.modality).where(mine).limit(1)).first()
             if existing is not None and not replace:
-                raise SubjectExists(f"subject {subject_id!r} is already enrolled; send \"replace\": true "
-                                    "(needs the enroll:replace scope) to replace its templates")
+                return False  # nothing written: no error inside the group commit, raised below
             if existing is not None:
                 conn.execute(delete(t).where(mine, t.c.modality.in_(modalities)))
             if rows:
@@ -135,8 +134,11 @@ class SubjectStore:
             detail = {"modalities": modalities, "versions": sorted({f"{n.modality}:{n.model_version}" for n in new})}
             kind: EventKind = "replace" if existing is not None else "enroll"
             conn.execute(subject_events.insert().values(**_event(tenant, subject_id, kind, actor, detail)))
+            return True
 
-        await self.db.write(op)
+        if not await self.db.write(op):
+            raise SubjectExists(f"subject {subject_id!r} is already enrolled; send \"replace\": true "
+                                "(needs the enroll:replace scope) to replace its templates")
 
     async def erase(self, tenant: str, subject_id: str, actor: Actor) -> int:
         """Remove every template of the subject and its throttle; the number of templates removed.
@@ -148,13 +150,16 @@ class SubjectStore:
         def op(conn: Connection) -> int:
             removed = conn.execute(delete(t).where(t.c.tenant == tenant, t.c.subject_id == subject_id)).rowcount
             if not removed:
-                raise SubjectNotFound(f"no subject {subject_id!r}")
+                return 0  # nothing written; the 404 is raised outside the group commit
             conn.execute(delete(th).where(th.c.tenant == tenant, th.c.subject_id == subject_id))
             conn.execute(subject_events.insert().values(**_event(tenant, subject_id, "erase", actor,
                                                                  {"templates": removed})))
             return removed
 
-        return await self.db.write(op)
+        removed = await self.db.write(op)
+        if not removed:
+            raise SubjectNotFound(f"no subject {subject_id!r}")
+        return removed
 
     async def migrate(self, tenant: str, subject_id: str, modality: str, model_version: str, code: str, *,
                       vouched_by: tuple[str, str], audit_id: str) -> bool:

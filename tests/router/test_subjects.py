@@ -129,3 +129,15 @@ async def test_concurrent_rejects_are_all_counted(db):
     await asyncio.gather(*(_decide(s, audit, i, "reject", now) for i in range(8)))
     rows = await db.read(lambda c: c.execute(select(subject_throttle.c.rejects, subject_throttle.c.locked_until)).all())
     assert [tuple(r) for r in rows] == [(8, pytest.approx(now + 60))]
+
+
+async def test_two_enrolments_racing_for_one_new_subject_store_one(db):
+    """Both pass the flow's early check; the write's own check in its transaction refuses the second."""
+    s = SubjectStore(db)
+    results = await asyncio.gather(s.enroll("t1", "fay", [face("1", "a" * 32)], replace=False, actor=ME),
+                                   s.enroll("t1", "fay", [face("1", "b" * 32)], replace=False, actor=ME),
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "SubjectExists"]
+    winner = "a" * 32 if results[0] is None else "b" * 32
+    assert (await s.load("t1", "fay")).templates == {"face": {"1": winner}}
+    assert [k for k, _ in await s.events("t1", "fay")] == ["enroll"]
