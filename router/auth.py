@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.db import DEFAULT_TENANT
 from router.errors import Forbidden, RateLimited, Unauthorized
-from router.policy_store import file_signature
+from router.policy_store import file_signature, poll_file
 from router.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -128,13 +128,8 @@ class KeyRing:
         return True
 
     async def watch(self, poll_s: float) -> None:
-        """Poll the file forever (cancel to stop); ConfigMap and Secret volumes swap symlinks."""
-        while True:
-            await asyncio.sleep(poll_s)
-            try:
-                await asyncio.to_thread(self.check_file)
-            except Exception:  # a watcher that dies silently would keep revoked keys alive: log, go on
-                log.exception("keys watcher iteration failed")
+        """Poll the file forever (cancel to stop); the stat and the parse run in a worker thread."""
+        await poll_file(lambda: asyncio.to_thread(self.check_file), poll_s, "keys")
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:

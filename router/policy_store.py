@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
@@ -120,10 +120,17 @@ class PolicyHolder:
             return True
 
     async def watch(self, poll_s: float) -> None:
-        """Poll the file forever (cancel to stop). Polling, not inotify: ConfigMap volumes swap symlinks."""
-        while True:
-            await asyncio.sleep(poll_s)
-            try:
-                await self.check_file()
-            except Exception:  # a watcher that dies silently would freeze the policy: log and go on
-                log.exception("policy watcher iteration failed")
+        """Poll the file forever (cancel to stop)."""
+        await poll_file(self.check_file, poll_s, "policy")
+
+
+async def poll_file(check: Callable[[], Awaitable[object]], poll_s: float, what: str) -> None:
+    """Run ``check()`` every ``poll_s`` until cancelled. Polling, not inotify: ConfigMap and Secret
+    volumes swap symlinks. A failed iteration is logged and the next one runs: a watcher that died
+    silently would freeze what it watches (the policy, the keys in force)."""
+    while True:
+        await asyncio.sleep(poll_s)
+        try:
+            await check()
+        except Exception:
+            log.exception("%s watcher iteration failed", what)
