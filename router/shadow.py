@@ -6,9 +6,9 @@ same model version (only the engine/precision differs), its code bit by bit
 (``shadow_bits_total``). Never returned; one try with ``shadow_timeout_s``; skipped, not queued,
 beyond ``shadow_max_inflight``.
 
-Migration ("template migration"): after a genuine match of a modality (the flow decides: its own
-distance within the server's migration threshold, served without fallback, an accepted record),
-the probe image is hashed on the route's other arms whose model version the subject has no
+Migration ("template migration", docs/ARCHITECTURE.md): after a genuine match of a modality (the
+flow decides: its own distance within the server's migration threshold, served without fallback,
+an accepted record), the probe image is hashed on the route's other arms whose model version the subject has no
 template for, and that code is enrolled with the audit id that vouched for it, so canary coverage
 grows without storing images. A fused accept alone is no genuine match: at a loose client
 threshold it carries a far-off face along with a matching fingerprint. Shadow calls write nothing.
