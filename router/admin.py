@@ -36,8 +36,11 @@ async def put_policy(request: Request, _p: AdminAuth, body: dict[str, Any] = Bod
         ..., examples=[{"backends": {"hasher-face-v1": {"endpoints": ["http://127.0.0.1:8101"]}},
                         "routes": {"face": {"arms": [{"name": "v1", "backend": "hasher-face-v1", "weight": 100}]}}}],
 )) -> dict[str, Any]:
-    spec = validate_policy(body, "policy")
-    return _view(await request.app.state.policy.replace(spec))
+    holder = request.app.state.policy
+    # Routes that keep their experiment keep their subjects' buckets: weight changes move only
+    # the subjects they must (an explicit ``allocation`` in the body wins).
+    spec = validate_policy(body, "policy").with_allocations_from(holder.current.spec)
+    return _view(await holder.replace(spec))
 
 
 @admin.patch("/routes/{route}/weights", summary="Set the weights of some arms of a route")

@@ -43,6 +43,7 @@ from router.flow import VerificationService
 from router.health import HealthChecker
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
 from router.ops import mount_docs, ops
+from router.outcomes import outcomes
 from router.pod_transport import PodTransport
 from router.policy import EXPLAINER
 from router.policy_store import PolicyHolder
@@ -187,6 +188,7 @@ def create_app(
     app.include_router(admin)
     app.include_router(ops)
     app.include_router(experiments_router())
+    app.include_router(outcomes)
     mount_docs(app)
     # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast dispatch -> app.
     if settings.fast_path:

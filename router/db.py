@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import make_url
@@ -80,6 +82,22 @@ audit_modalities = Table(
     Column("latency_ms", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("tenant", String(64), nullable=False),
+    Column("policy_version", Integer, nullable=True),  # v3: the policy version that chose the arm
+    Column("assignment", String(16), nullable=True),  # v3: randomised | pinned | fallback | shadow | migration
+    Index("ix_audit_modalities_route_created", "route", "created_at"),
+)
+audit_outcomes = Table(  # v3: labelled ground truth of a verification, posted after the fact
+    "audit_outcomes", metadata,
+    Column("audit_id", String(32), primary_key=True),
+    Column("genuine", Boolean, nullable=False),
+    Column("labelled_at", Float, nullable=False),
+)
+policy_versions = Table(  # v3: the weights each policy version put in force, per route (for SRM)
+    "policy_versions", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("route", String(64), primary_key=True),
+    Column("weights", Text, nullable=False),  # JSON {arm: weight}, in arm order
+    Column("applied_at", Float, nullable=False),
 )
 templates = Table(
     "templates", metadata,
@@ -212,10 +230,26 @@ def _v2_tenants_and_subjects(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE templates_v2 RENAME TO templates")
 
 
+def _v3_experiments(conn: Connection) -> None:
+    """Assignment kind and policy version per modality row; labelled outcomes; weights per policy version.
+
+    Explicit DDL, guarded: a database created while version 1 built its tables from the current
+    table objects may already have the columns.
+    """
+    have = {c["name"] for c in inspect(conn).get_columns("audit_modalities")}
+    if "policy_version" not in have:
+        conn.exec_driver_sql("ALTER TABLE audit_modalities ADD COLUMN policy_version INTEGER")
+    if "assignment" not in have:
+        conn.exec_driver_sql("ALTER TABLE audit_modalities ADD COLUMN assignment VARCHAR(16)")
+    for table in (audit_outcomes, policy_versions):
+        table.create(conn, checkfirst=True)
+
+
 # Append-only: (version, name, step). A step receives a connection inside the migration transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial: audit_records, audit_modalities, templates", _v1_initial),
     (2, "tenants, template provenance, subject events and throttle", _v2_tenants_and_subjects),
+    (3, "experiments: assignment kind and policy version per row, audit_outcomes, policy_versions", _v3_experiments),
 ]
 
 

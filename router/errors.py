@@ -10,7 +10,9 @@
     ├── NotFound (404 not_found)
     │   ├── NotEnrolled (404 not_enrolled)            no template for this modality / model version
     │   └── SubjectNotFound (404 subject_not_found)   no template at all in the caller's tenant
-    ├── SubjectExists (409 subject_exists)   enrolment over a subject without "replace"
+    ├── Conflict (409 conflict)
+    │   ├── OutcomeConflict (409 outcome_conflict) a record relabelled with the other outcome
+    │   └── SubjectExists (409 subject_exists)     enrolment over a subject without "replace"
     ├── PayloadTooLarge (413 payload_too_large)
     ├── InvalidRequest (422 invalid_request)   the body does not match the schema
     ├── PolicyInvalid (422 policy_invalid)
@@ -129,6 +131,15 @@ class NotEnrolled(NotFound):
     code = "not_enrolled"
 
 
+class Conflict(RouterError):
+    status = 409
+    code = "conflict"
+
+
+class OutcomeConflict(Conflict):
+    code = "outcome_conflict"
+
+
 class PayloadTooLarge(RouterError):
     status = 413
     code = "payload_too_large"
@@ -169,8 +180,7 @@ class SubjectNotFound(NotFound):
     code = "subject_not_found"
 
 
-class SubjectExists(RouterError):
-    status = 409
+class SubjectExists(Conflict):
     code = "subject_exists"
 
 
