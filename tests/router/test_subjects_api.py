@@ -73,6 +73,8 @@ async def test_tenants_do_not_see_each_others_subjects_audit_or_reports(router):
     stream = h("k-globex", accept="text/event-stream")
     _err(await router.client.get(f"/v1/audit/{audit_id}/explanation", headers=stream), 404, "not_found")
     assert router.fakes.explainer.calls == 0
+    _err(await router.client.post(f"/v1/audit/{audit_id}/outcome", json={"genuine": False}, headers=h("k-globex")),
+         404, "not_found")  # nor label it
     explained = await router.client.get(f"/v1/audit/{audit_id}/explanation", headers=h("k-acme"))
     assert explained.status_code == 200 and explained.json()["audit_id"] == audit_id
     # Experiment reports count the caller's tenant only: one verification each.
