@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.db import DEFAULT_TENANT
 from router.errors import Forbidden, RateLimited, Unauthorized
-from router.policy_store import file_signature, poll_file
 from router.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -96,6 +95,15 @@ def load_keys(path: Path) -> dict[str, KeyEntry]:
     return by_hash
 
 
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(mtime, size, inode) of the keys file, None when it is missing: a change of any is a change."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class KeyRing:
     """The keys in force (``.keys``, hash -> entry), kept in step with the keys file.
 
@@ -128,8 +136,14 @@ class KeyRing:
         return True
 
     async def watch(self, poll_s: float) -> None:
-        """Poll the file forever (cancel to stop); the stat and the parse run in a worker thread."""
-        await poll_file(lambda: asyncio.to_thread(self.check_file), poll_s, "keys")
+        """Poll the file forever (cancel to stop); the stat and the parse run in a worker thread.
+        Polling, not inotify: Secret and ConfigMap volumes swap symlinks."""
+        while True:
+            await asyncio.sleep(poll_s)
+            try:
+                await asyncio.to_thread(self.check_file)
+            except Exception:  # a watcher that dies silently would keep revoked keys alive: log, go on
+                log.exception("keys watcher iteration failed")
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:

@@ -187,3 +187,10 @@ class SubjectExists(Conflict):
 class SubjectLocked(RouterError):
     status = 429
     code = "subject_locked"
+
+
+class VersionConflict(RouterError):
+    """412 version_conflict: ``If-Match`` names a policy version that is no longer in force."""
+
+    status = 412
+    code = "version_conflict"

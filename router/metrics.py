@@ -49,6 +49,12 @@ class RouterMetrics:
                                     ["result"], registry=r)
         self.subject_locked = Counter(p + "subject_locked_total",
                                       "verifications refused because the subject is locked", registry=r)
+        self.policy_version = Gauge(p + "policy_version", "version of the policy in force (from its source)",
+                                    registry=r)
+        self.ratelimit_store_errors = Counter(p + "ratelimit_store_errors_total",
+                                              "rate-limit store calls that failed", registry=r)
+        self.ratelimit_store_up = Gauge(p + "ratelimit_store_up", "1 when the last rate-limit store call worked",
+                                        registry=r)
         self.rate_limited = Counter(p + "rate_limited_total", "requests refused by the rate limit", ["key"], registry=r)
         self.audit_commit = Histogram(p + "audit_commit_duration_seconds", "group commit duration",
                                       buckets=_BUCKETS, registry=r)
