@@ -19,15 +19,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EnrollRequest(_Strict):
-    """Enrol a subject: one image per modality (base64-encoded JPEG/PNG)."""
+class SubjectImages(_Strict):
+    """A subject and one image per modality (base64-encoded JPEG/PNG)."""
 
     subject_id: str = Field(pattern=SUBJECT_PATTERN, examples=["alice"])
     face: str | None = Field(None, description="base64 image of the face")
     fingerprint: str | None = Field(None, description="base64 image of the fingerprint")
 
     @model_validator(mode="after")
-    def _some_modality(self) -> EnrollRequest:
+    def _some_modality(self) -> SubjectImages:
         if self.face is None and self.fingerprint is None:
             raise ValueError("send at least one of face, fingerprint")
         return self
@@ -36,7 +36,14 @@ class EnrollRequest(_Strict):
         return {m: v for m, v in (("face", self.face), ("fingerprint", self.fingerprint)) if v is not None}
 
 
-class VerifyRequest(EnrollRequest):
+class EnrollRequest(SubjectImages):
+    """Enrol a subject; an enrolled one only with ``replace`` (scope ``enroll:replace``)."""
+
+    replace: bool = Field(False, description="replace the templates of an enrolled subject (needs the "
+                                             "enroll:replace scope); without it an enrolled subject is 409")
+
+
+class VerifyRequest(SubjectImages):
     """Verify a subject against its templates; ``threshold`` overrides the default within 5..50."""
 
     threshold: float | None = Field(
