@@ -20,7 +20,7 @@ DEBIAN_TEST_PACKAGES := prometheus postgresql chromium libtcmalloc-minimal4
 DEBIAN_RUN_PACKAGES := libtcmalloc-minimal4
 PYTEST_ARGS ?=
 
-.PHONY: run test venv install-run install-test debian-run debian-test lint clean-venv
+.PHONY: run test venv install-run install-test debian-run debian-test lint clean-venv grpc-stubs
 
 venv: $(PY)
 
@@ -79,6 +79,10 @@ test: install-test debian-test
 
 lint: install-test
 	$(VENV)/bin/ruff check .
+
+# The hasher pods' gRPC messages: compile the .proto into the descriptor set the pods load at run time.
+grpc-stubs: install-test
+	cd trt_serving/oip_grpc && ../../$(PY) -m grpc_tools.protoc -I. --descriptor_set_out=descriptors.binpb oip_v2.proto health.proto
 
 clean-venv:
 	rm -rf $(VENV)

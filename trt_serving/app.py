@@ -28,6 +28,7 @@ from trt_serving.endpoints import router as v1_router
 from trt_serving.errors import HasherError
 from trt_serving.metrics import HasherMetrics, RequestMetricsMiddleware
 from trt_serving.oip import router as oip_router
+from trt_serving.oip_grpc_server import start_grpc_server, stop_grpc_server
 from trt_serving.selection import NoEngine, select_engine
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,18 @@ async def _load(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: HasherSettings = app.state.settings
+    grpc_server = None
+    if settings.grpc_port is not None:
+        grpc_server, app.state.grpc_port = await start_grpc_server(app.state.dataplane, settings.host,
+                                                                   settings.grpc_port)
     loader = asyncio.create_task(_load(app), name="hasher-engine-load")
     app.state.loader = loader
     try:
         yield
     finally:
+        if grpc_server is not None:
+            await stop_grpc_server(grpc_server)
         if not loader.done():
             # Selection runs in a thread that cannot be interrupted; wait for it so the engine closes.
             loader.cancel()
