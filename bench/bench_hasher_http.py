@@ -129,7 +129,7 @@ async def _raw_client(host: str, port: int, requests: list[bytes], concurrency: 
                 t0 = time.perf_counter()
                 writer.write(requests[i % len(requests)])
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)  # not Inference-Header-Content-Length
                 await reader.readexactly(int(length.group(1)) if length else 0)
                 if head.startswith(b"HTTP/1.1 200"):
                     latencies.append(time.perf_counter() - t0)
