@@ -44,11 +44,13 @@ define install_extras
 	fi
 endef
 
+# Everything the README's commands need (servestack up, loadtest, canary, bench, build):
+# tests/test_readme_commands.py runs them in an environment limited to these extras.
 install-run: venv
-	$(call install_extras,cpu,run)
+	$(call install_extras,cpu$(comma)load$(comma)bench,run)
 
 install-test: venv
-	$(call install_extras,cpu$(comma)load$(comma)dev,test)
+	$(call install_extras,cpu$(comma)load$(comma)bench$(comma)dev,test)
 
 comma := ,
 
