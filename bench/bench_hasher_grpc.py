@@ -21,7 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
-import multiprocessing
+import multiprocessing.connection
 import os
 import shlex
 import statistics
@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_hasher_http import _free_port, _images, _raw_client, _ready  # noqa: E402
+from bench_hasher_http import _free_port, _images, _raw_client, in_process, wait_ready  # noqa: E402
 
 PROTOCOLS = ("grpc", "oip-http", "v1-hash")
 REPORTS_MEDIANS = True  # medians of its own rounds (bench/README.md)
@@ -125,21 +125,6 @@ def _load_generator(conn: multiprocessing.connection.Connection, protocol: str, 
                errors, (time.process_time() - cpu) / elapsed))
 
 
-def _drive(protocol: str, ports: tuple[int, int], model: str, version: str, images: list[bytes],
-           concurrency: int, seconds: float) -> tuple[float, float, int, float]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_load_generator,
-                       args=(child, protocol, ports, model, version, images, concurrency, seconds))
-    proc.start()
-    try:
-        if not parent.poll(seconds + 120):
-            raise SystemExit("the load generator did not report")
-        return parent.recv()  # type: ignore[no-any-return]
-    finally:
-        proc.join(timeout=30)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fingerprint", choices=["face", "fingerprint"])
@@ -172,16 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                            stderr=subprocess.DEVNULL)
     results: dict[tuple[int, str], list[tuple[float, float, int, float]]] = {}
     try:
-        deadline = time.monotonic() + 300
-        while not _ready(f"http://127.0.0.1:{ports[0]}"):
-            if time.monotonic() > deadline or pod.poll() is not None:
-                raise SystemExit("the pod did not become ready")
-            time.sleep(0.2)
+        wait_ready(pod, f"http://127.0.0.1:{ports[0]}")
         for rnd in range(args.rounds):
             for c in args.concurrency:
                 order = PROTOCOLS if rnd % 2 == 0 else PROTOCOLS[::-1]
                 for protocol in order:
-                    row = _drive(protocol, ports, args.model, args.version, images, c, args.seconds)
+                    row = in_process(_load_generator, (protocol, ports, args.model, args.version, images, c,
+                                                        args.seconds), args.seconds)
                     results.setdefault((c, protocol), []).append(row)
                     print(f"round {rnd + 1} concurrency {c} {protocol}: {row[0]:.1f} img/s, p50 {row[1]:.1f} ms, "
                           f"{row[2]} errors", file=sys.stderr)
