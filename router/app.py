@@ -1,6 +1,7 @@
 """The router app: ``create_app(settings)`` builds every object and keeps it on ``app.state``.
 
-Lifespan: one shared ``httpx.AsyncClient`` (explicit timeouts and pool limits), the audit
+Lifespan: one connection pool to the pods (:class:`router.pod_transport.PodTransport`) under one
+shared ``httpx.AsyncClient`` (explicit timeouts), the audit
 database (migrated, writer thread), policy subscribers (discovery, weight gauges), the policy
 file watcher and the active health checker; all stopped in reverse order.
 
@@ -15,14 +16,12 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_serving.client import ExplainerClient
@@ -36,15 +35,15 @@ from router.config import RouterSettings
 from router.db import Database
 from router.discovery import Discovery
 from router.endpoints import api
-from router.errors import RouterError, describe_validation, error_body
+from router.errors import RouterError, error_response
 from router.experiments.endpoints import build_router as experiments_router
 from router.explain import ExplanationService
-from router.fastpath import ENDPOINTS, FastPathMiddleware
+from router.fastpath import FastDispatch
 from router.flow import VerificationService
 from router.health import HealthChecker
-from router.keepalive_transport import KeepAliveTransport
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
 from router.ops import mount_docs, ops
+from router.pod_transport import PodTransport
 from router.policy import EXPLAINER
 from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
@@ -69,37 +68,14 @@ Canary/A-B router of ServeStack: biometric deep-hash verification.
 """
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(error_body(code, message), status_code=status, headers=headers, media_type="application/json")
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RouterError)
-    async def router_error(_r: Request, exc: RouterError) -> Response:
-        return _error(exc.status, exc.code, exc.message, exc.headers())
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_r: Request, exc: RequestValidationError) -> Response:
-        # loc + msg only: the offending input may be an image and must not be echoed or logged.
-        return _error(422, "invalid_request", describe_validation(exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_r: Request, exc: StarletteHTTPException) -> Response:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                      dict(exc.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_r: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return _error(500, "internal_error", "internal error; see the router log with this trace id")
+async def _error_handler(_r: Request, exc: Exception) -> Response:
+    return error_response(exc)
 
 
 def create_app(
     settings: RouterSettings,
     *,
     telemetry: Telemetry | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
     slice_fns: Callable[..., Any] | None = None,
 ) -> FastAPI:
     """Build the router.
@@ -107,7 +83,6 @@ def create_app(
     Args:
         settings: validated settings.
         telemetry: tracer provider (tests pass one with an in-memory exporter); built otherwise.
-        transport: transport of the shared HTTP client (tests: ``httpx.MockTransport`` fake pods).
         slice_fns: EndpointSlice list/watch functions per spec (tests: fakes of the Kubernetes API).
     """
     telemetry = telemetry or setup_telemetry("servestack-router", settings.service_version)
@@ -127,18 +102,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(settings.upstream_try_timeout_s, connect=settings.connect_timeout_s)
-        limits = httpx.Limits(max_connections=settings.http_max_connections,
-                              max_keepalive_connections=settings.http_max_connections)
-        http = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
-        # Hasher calls (the hot path: small JSON both ways) go through the lean keep-alive pool;
-        # the explainer's streamed answers keep httpx's own transport.
-        keepalive = KeepAliveTransport(max_connections_per_origin=settings.http_max_connections) \
-            if transport is None else None
-        hasher_http = httpx.AsyncClient(timeout=timeout, transport=transport or keepalive)
+        # Every pod call goes through one pool: the explainer's through the shared client, the
+        # hasher's (the hot path) through the same transport's byte-level request method.
+        pods = PodTransport(max_connections_per_origin=settings.http_max_connections)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(settings.upstream_try_timeout_s,
+                                                       connect=settings.connect_timeout_s), transport=pods)
         db = await asyncio.to_thread(Database, settings.audit_url, settings.audit_batch_max,
                                      lambda s: metrics.audit_commit.observe(s))
-        hasher = HasherClient(hasher_http, raw=keepalive)
+        hasher = HasherClient(pods)
         explainer = ExplainerClient(http)
         gateway = HashGateway(hasher, balancer, metrics, telemetry.tracer,
                               try_timeout_s=settings.upstream_try_timeout_s, max_retries=settings.max_retries,
@@ -191,8 +162,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await background.cancel_all()
             discovery.close()
-            await http.aclose()
-            await hasher_http.aclose()
+            await http.aclose()  # closes ``pods`` too
             await asyncio.to_thread(db.close)
             telemetry.shutdown()
 
@@ -206,17 +176,16 @@ def create_app(
     app.state.authenticator = Authenticator(keys, RateLimiter(),
                                             on_limited=lambda name: metrics.rate_limited.labels(name).inc())
     app.state.started = False
-    _install_error_handlers(app)
+    for exc_type in (RouterError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(exc_type, _error_handler)
     app.include_router(api)
     app.include_router(admin)
     app.include_router(ops)
     app.include_router(experiments_router())
     mount_docs(app)
-    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast path -> app.
+    # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast dispatch -> app.
     if settings.fast_path:
-        declared = {r.path: r for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods}
-        app.add_middleware(FastPathMiddleware,
-                           endpoints={path: replace(e, route=declared[path]) for path, e in ENDPOINTS.items()})
+        app.add_middleware(FastDispatch, routes=list(app.routes))
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)

@@ -6,16 +6,13 @@ replayed to the app (the app would buffer it whole anyway to parse JSON).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from router.errors import PayloadTooLarge, error_response
 
-async def _reject(send: Any, limit: int) -> None:
-    body = json.dumps({"error": {"code": "payload_too_large",
-                                 "message": f"request body larger than {limit} bytes"}}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+
+async def _reject(scope: dict[str, Any], receive: Any, send: Any, limit: int) -> None:
+    await error_response(PayloadTooLarge(f"request body larger than {limit} bytes"))(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -36,7 +33,7 @@ class BodyLimitMiddleware:
                     length = -1
         if length is not None:
             if length < 0 or length > self.limit:
-                await _reject(send, self.limit)
+                await _reject(scope, receive, send, self.limit)
                 return
             await self.app(scope, receive, send)
             return
@@ -48,7 +45,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _reject(send, self.limit)
+                await _reject(scope, receive, send, self.limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -17,20 +17,55 @@
         ├── UpstreamUnavailable (503 upstream_unavailable) every backend of the chain failed
         └── NotReady (503 not_ready)
 
-Mapped to ``{"error": {"code", "message"}}`` by :func:`error_body`: in :mod:`router.app` for the
-FastAPI routes, in :mod:`router.fastpath` for the hot JSON endpoints.
+Every path answers an error through :func:`error_response` (the app's exception handlers, the
+POST endpoints of :mod:`router.endpoints`, the body limit): status, ``{"error": {"code",
+"message"}}`` and headers such as ``Retry-After`` come from one place.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def error_body(code: str, message: str) -> bytes:
     """The JSON body of every error response."""
     return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def error_response(exc: BaseException) -> Response:
+    """The one mapping of an exception to the router's error response.
+
+    :class:`RouterError` carries its status, code and headers; a schema error (pydantic's, or
+    FastAPI's for a route with a declared body) is 422 ``invalid_request`` naming loc + msg only
+    (the offending input may be an image: never echoed); Starlette's HTTP errors (404, 405) keep
+    their status; anything else is a logged 500 that says nothing of its cause.
+    """
+    if isinstance(exc, RouterError):
+        status, code, message, headers = exc.status, exc.code, exc.message, exc.headers()
+    elif isinstance(exc, RequestValidationError):
+        status, code, message, headers = 422, InvalidRequest.code, describe_validation(exc.errors()), {}
+    elif isinstance(exc, ValidationError):
+        status, code, headers = 422, InvalidRequest.code, {}
+        message = describe_validation(exc.errors(include_url=False), ("body",))
+    elif isinstance(exc, HTTPException):
+        status, message, headers = exc.status_code, str(exc.detail), dict(exc.headers or {})
+        code = _HTTP_CODES.get(status, "http_error")
+    else:
+        log.error("unhandled error", exc_info=exc)
+        status, code, headers = 500, RouterError.code, {}
+        message = "internal error; see the router log with this trace id"
+    return Response(error_body(code, message), status_code=status, headers=headers, media_type="application/json")
 
 
 def describe_validation(errors: Iterable[Mapping[str, Any]], prefix: tuple[str, ...] = ()) -> str:

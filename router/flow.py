@@ -1,9 +1,11 @@
 """The request flows behind /v1/enroll, /v1/verify and /v1/hash (no HTTP types here).
 
-Per modality: the policy picks an arm (pin, sticky bucket), the gateway hashes the image on it
-(retries, fallback), the template of the *served* model version is compared (codes of different
-versions are not comparable), then fusion and the decision; the audit record is committed before
-the caller gets the result. Shadow copies and template migration run afterwards, bounded.
+Per modality it reads choose -> hash -> compare -> audit: the policy chooses the arm (pin, sticky
+bucket, coverage: every choice is a pure method of :mod:`router.policy`), the gateway hashes the
+image on it (retries, fallback), the template of the *served* model version is compared (codes of
+different versions are not comparable), then fusion and the decision; the audit record is
+committed before the caller gets the result. Shadow copies and template migration run
+afterwards, bounded. Images stay the base64 text the caller sent (checked once, never decoded).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
+
+from opentelemetry import trace
 
 from router.audit_store import AuditStore
 from router.config import RouterSettings
@@ -31,7 +35,7 @@ from router.schemas import (
     TemplateFailed,
     TemplateStored,
     VerifyRequest,
-    decode_image,
+    check_image,
 )
 from router.shadow import ShadowWork
 from router.templates import TemplateStore
@@ -60,7 +64,7 @@ class Caller:
 class _Verified:
     result: ModalityResult
     code: str
-    image: bytes
+    image: str
     templates: dict[str, str]
 
 
@@ -91,19 +95,23 @@ class VerificationService:
         # subject has no template for, instead of hashing there first and finding out.
         self.versions: dict[str, str] = {}
 
-    # --- policy ----------------------------------------------------------------------------------
+    # --- choose ----------------------------------------------------------------------------------
     def choose(self, policy: TrafficPolicy, route: str, subject_id: str | None, caller: Caller) -> Arm:
-        if route not in policy.spec.routes:
-            raise InvalidInput(f"modality {route!r} is not served (routes: {sorted(policy.spec.routes)})")
-        header = policy.sticky_header(route)
-        sticky = (caller.headers.get(header.lower()) if header else None) or subject_id
-        with traced(self.tracer, "policy.decide", {"servestack.route": route}) as span:
-            arm = policy.choose(RequestContext(route=route, sticky_value=sticky, pins=caller.pins))
-            span.set_attributes({"servestack.arm": arm.name, "servestack.backend": arm.backend,
-                                 "servestack.arm_reason": arm.reason, "servestack.policy_version": policy.version})
+        """The policy's arm for this request; recorded as an event on the request's span."""
+        arm = policy.choose(RequestContext(route=route, sticky_value=policy.sticky_value(route, caller.headers,
+                                                                                         subject_id),
+                                           pins=caller.pins))
+        span = trace.get_current_span()
+        if span.is_recording():
+            # OpenTelemetry's feature-flag evaluation event: the experiment is the flag, the arm its variant.
+            span.add_event("feature_flag.evaluation", {
+                "feature_flag.key": policy.experiment(route), "feature_flag.result.variant": arm.name,
+                "feature_flag.provider_name": "servestack.policy", "servestack.route": route,
+                "servestack.arm": arm.name, "servestack.backend": arm.backend,
+                "servestack.arm_reason": arm.reason, "servestack.policy_version": policy.version})
         return arm
 
-    async def _hash(self, policy: TrafficPolicy, arm: Arm, images: list[bytes]) -> HashOutcome:
+    async def _hash(self, policy: TrafficPolicy, arm: Arm, images: list[str]) -> HashOutcome:
         outcome = await self.gateway.hash(policy, arm, images)
         codes = outcome.response.codes
         if len(codes) != len(images) or not all(_is_code(c) for c in codes):
@@ -115,7 +123,7 @@ class VerificationService:
     # --- enroll ----------------------------------------------------------------------------------
     async def enroll(self, req: EnrollRequest, caller: Caller) -> EnrollResponse:
         policy = self.policy.current
-        images = {m: decode_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
+        images = {m: check_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
         per_modality = await first_error(
             *(self._enroll_modality(policy, m, img, req.subject_id, caller) for m, img in images.items())
         )
@@ -123,15 +131,10 @@ class VerificationService:
         failed = [f for _, bad in per_modality for f in bad]
         return EnrollResponse(subject_id=req.subject_id, templates=stored, failed=failed, trace_id=caller.trace_id)
 
-    async def _enroll_modality(self, policy: TrafficPolicy, modality: str, image: bytes, subject_id: str,
+    async def _enroll_modality(self, policy: TrafficPolicy, modality: str, image: str, subject_id: str,
                                caller: Caller) -> tuple[list[TemplateStored], list[TemplateFailed]]:
-        primary = self.choose(policy, modality, subject_id, caller)
-        arms = [primary]
-        if self.settings.enroll_all_arms:
-            spec = policy.spec.routes[modality]
-            shadow_arm = spec.shadow.arm if spec.shadow else None
-            arms += [policy.arm(modality, a.name, "pinned") for a in spec.arms
-                     if a.name != primary.name and (a.weight > 0 or a.name == shadow_arm)]
+        arms = policy.enrollment_arms(self.choose(policy, modality, subject_id, caller),
+                                      all_arms=self.settings.enroll_all_arms)
         outcomes = await asyncio.gather(*(self._hash(policy, a, [image]) for a in arms), return_exceptions=True)
         if isinstance(outcomes[0], BaseException):
             raise outcomes[0]  # the chosen arm must enrol; the others are best effort
@@ -154,7 +157,7 @@ class VerificationService:
         start = time.perf_counter()
         policy = self.policy.current
         threshold = req.threshold if req.threshold is not None else self.settings.default_threshold
-        images = {m: decode_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
+        images = {m: check_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
         verified = await first_error(
             *(self._verify_modality(policy, m, img, req.subject_id, threshold, caller) for m, img in images.items())
         )
@@ -174,34 +177,19 @@ class VerificationService:
                                      accepted=record.decision == "accept", versions=self.versions)
         return record
 
-    def _coverage_arm(self, policy: TrafficPolicy, arm: Arm, templates: dict[str, str]) -> Arm:
-        """Another arm when the chosen one is known to serve a version the subject lacks."""
-        known = self.versions.get(arm.backend)
-        if arm.reason == "pinned" or known is None or known in templates:
-            return arm
-        spec = policy.spec.routes[arm.route]
-        for a in sorted(spec.arms, key=lambda a: -a.weight):
-            if self.versions.get(a.backend) in templates:
-                return replace(policy.arm(arm.route, a.name), reason="coverage")
-        return arm
-
-    async def _verify_modality(self, policy: TrafficPolicy, modality: str, image: bytes, subject_id: str,
+    async def _verify_modality(self, policy: TrafficPolicy, modality: str, image: str, subject_id: str,
                                threshold: float, caller: Caller) -> _Verified:
         arm = self.choose(policy, modality, subject_id, caller)
         templates = await self.templates.get(subject_id, modality)
         if not templates:
             raise NotEnrolled(f"subject {subject_id!r} has no {modality} template: enrol first")
-        arm = self._coverage_arm(policy, arm, templates)
+        arm = policy.coverage_arm(arm, templates, self.versions)
         outcome = await self._hash(policy, arm, [image])
         version = outcome.response.engine.version
-        if version not in templates and arm.reason != "pinned":
+        if version not in templates:
             # First sight of this backend's version, or a fallback to a version without a template:
             # try the other arms once before giving up.
-            for a in policy.spec.routes[modality].arms:
-                seen = self.versions.get(a.backend)
-                if a.backend in (arm.backend, outcome.backend) or (seen is not None and seen not in templates):
-                    continue
-                alt = replace(policy.arm(modality, a.name), reason="coverage")
+            for alt in policy.retry_arms(arm, outcome.backend, templates, self.versions):
                 alt_outcome = await self._hash(policy, alt, [image])
                 if alt_outcome.response.engine.version in templates:
                     arm, outcome, version = alt, alt_outcome, alt_outcome.response.engine.version
@@ -225,7 +213,7 @@ class VerificationService:
         if len(req.images) > self.settings.max_images_per_hash:
             raise InvalidInput(f"at most {self.settings.max_images_per_hash} images per request")
         policy = self.policy.current
-        images = [decode_image(v, f"images[{i}]", self.settings.max_image_bytes) for i, v in enumerate(req.images)]
+        images = [check_image(v, f"images[{i}]", self.settings.max_image_bytes) for i, v in enumerate(req.images)]
         arm = self.choose(policy, req.modality, req.subject_id, caller)
         outcome = await self._hash(policy, arm, images)
         engine = outcome.response.engine

@@ -1,4 +1,4 @@
-"""Traffic policy: the YAML model (validated at load) and the pure arm choice.
+"""Traffic policy: the YAML model (validated at load) and every arm choice, pure.
 
 ``TrafficPolicy.choose(ctx) -> Arm`` decides which arm of a route serves a request:
 
@@ -8,6 +8,17 @@
    arm to the next monotonically, a bucket's arm only ever moves forward: a subject never
    flips back and forth;
 3. without a key (``/v1/hash`` with no subject) the bucket is random.
+
+The other "which arm" answers live here too, as pure methods over what the router has seen
+(``versions``: backend -> the model version it served last; ``templates``: the subject's codes by
+model version; codes of different versions are not comparable):
+
+- :meth:`TrafficPolicy.coverage_arm`: before hashing, another arm when the chosen one is known to
+  serve a version the subject has no template for;
+- :meth:`TrafficPolicy.retry_arms`: after a hash whose version has no template, the arms to try once;
+- :meth:`TrafficPolicy.enrollment_arms`: the arms an enrolment writes templates for;
+- :meth:`TrafficPolicy.migration_arms`: after an accepted verification, the arms whose version the
+  subject lacks (the probe is hashed there and enrolled: template migration).
 
 No I/O here: loading, watching and swapping live in :mod:`router.policy_store`.
 """
@@ -153,6 +164,9 @@ class PolicySpec(_Strict):
         return PolicySpec.model_validate(data)
 
 
+Reason = Literal["pinned", "sticky", "random", "coverage"]
+
+
 @dataclass(frozen=True)
 class Arm:
     """The outcome of a choice: which arm and backend serve, and why."""
@@ -160,7 +174,7 @@ class Arm:
     route: str
     name: str
     backend: str
-    reason: Literal["pinned", "sticky", "random"]
+    reason: Reason
     bucket: int = -1
 
 
@@ -218,7 +232,14 @@ class TrafficPolicy:
     def weights(self, route: str) -> dict[str, float]:
         return {a.name: a.weight for a in self.spec.routes[route].arms}
 
-    def arm(self, route: str, name: str, reason: Literal["pinned", "sticky", "random"] = "pinned") -> Arm:
+    def sticky_value(self, route: str, headers: Mapping[str, str], subject_id: str | None) -> str | None:
+        """The sticky key of a request: the route's sticky header (``headers`` keyed in lower case)
+        when it has one and the request carries it, else the subject id."""
+        key = self._route(route).sticky_key
+        header = headers.get(key.header.lower()) if isinstance(key, StickyHeader) else None
+        return header or subject_id
+
+    def arm(self, route: str, name: str, reason: Reason = "pinned") -> Arm:
         spec = self._route(route)
         for a in spec.arms:
             if a.name == name:
@@ -248,6 +269,56 @@ class TrafficPolicy:
         if (rng or random).random() * 100 >= shadow.percent:
             return None
         return self.arm(route, shadow.arm, "pinned")
+
+    def coverage_arm(self, arm: Arm, templates: Mapping[str, str], versions: Mapping[str, str]) -> Arm:
+        """``arm``, or the heaviest arm known to serve a version the subject has a template for
+        when ``arm`` is known to serve one it lacks (a pinned arm is never replaced)."""
+        known = versions.get(arm.backend)
+        if arm.reason == "pinned" or known is None or known in templates:
+            return arm
+        for a in sorted(self._route(arm.route).arms, key=lambda a: -a.weight):
+            if versions.get(a.backend) in templates:
+                return self.arm(arm.route, a.name, "coverage")
+        return arm
+
+    def retry_arms(self, arm: Arm, served_backend: str, templates: Mapping[str, str],
+                   versions: Mapping[str, str]) -> list[Arm]:
+        """After ``arm`` was served by ``served_backend`` in a version without a template: the other
+        arms worth one try, in policy order (not those backends, nor one known to serve a version
+        the subject lacks). None for a pinned arm: the caller asked for that one."""
+        if arm.reason == "pinned":
+            return []
+        out = []
+        for a in self._route(arm.route).arms:
+            seen = versions.get(a.backend)
+            if a.backend in (arm.backend, served_backend) or (seen is not None and seen not in templates):
+                continue
+            out.append(self.arm(arm.route, a.name, "coverage"))
+        return out
+
+    def enrollment_arms(self, primary: Arm, *, all_arms: bool) -> list[Arm]:
+        """``primary`` first, then (``all_arms``) every other arm with weight or shadow traffic."""
+        if not all_arms:
+            return [primary]
+        spec = self._route(primary.route)
+        shadow = spec.shadow.arm if spec.shadow else None
+        return [primary, *(self.arm(primary.route, a.name) for a in spec.arms
+                           if a.name != primary.name and (a.weight > 0 or a.name == shadow))]
+
+    def migration_arms(self, route: str, served_arm: str, templates: Mapping[str, str],
+                       versions: Mapping[str, str]) -> list[Arm]:
+        """Arms other than ``served_arm`` with weight or shadow traffic whose version is unknown or
+        one the subject has no template for: where an accepted probe is worth enrolling."""
+        spec = self._route(route)
+        shadow = spec.shadow.arm if spec.shadow else None
+        out = []
+        for a in spec.arms:
+            if a.name == served_arm or (a.weight <= 0 and a.name != shadow):
+                continue
+            seen = versions.get(a.backend)
+            if seen is None or seen not in templates:
+                out.append(self.arm(route, a.name))
+        return out
 
     def _route(self, route: str) -> RouteSpec:
         try:

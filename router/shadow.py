@@ -39,23 +39,15 @@ class ShadowWork:
         self.tracer = tracer
         self.work = work
 
-    def after_verify(self, policy: TrafficPolicy, subject_id: str, result: ModalityResult, code: str, image: bytes,
+    def after_verify(self, policy: TrafficPolicy, subject_id: str, result: ModalityResult, code: str, image: str,
                      templates: Mapping[str, str], threshold: float, *, accepted: bool,
                      versions: Mapping[str, str]) -> None:
         """Start the shadow call and migrations this verification calls for (returns at once)."""
         route = result.route
         primary = policy.arm(route, result.arm, "pinned")
         shadow = policy.shadow_for(route, primary)
-        migrate: list[Arm] = []
-        if accepted and self.settings.template_migration:
-            spec = policy.spec.routes[route]
-            shadow_name = spec.shadow.arm if spec.shadow else None
-            for a in spec.arms:
-                if a.name == result.arm or (a.weight <= 0 and a.name != shadow_name):
-                    continue
-                seen = versions.get(a.backend)
-                if seen is None or seen not in templates:
-                    migrate.append(policy.arm(route, a.name, "pinned"))
+        migrate = policy.migration_arms(route, result.arm, templates, versions) \
+            if accepted and self.settings.template_migration else []
         if shadow is not None:
             also_migrate = any(m.name == shadow.name for m in migrate)
             migrate = [m for m in migrate if m.name != shadow.name]
@@ -67,7 +59,7 @@ class ShadowWork:
                                               compare=False, migrate=True), name=f"migrate-{route}"):
                 self.metrics.migrations.labels(route, arm.name, "skipped").inc()
 
-    async def _call(self, subject_id: str, arm: Arm, primary: ModalityResult, code: str, image: bytes,
+    async def _call(self, subject_id: str, arm: Arm, primary: ModalityResult, code: str, image: str,
                     templates: Mapping[str, str], threshold: float, *, compare: bool, migrate: bool) -> None:
         route = primary.route
         attrs = {"servestack.route": route, "servestack.arm": arm.name, "servestack.backend": arm.backend,

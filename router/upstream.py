@@ -98,7 +98,7 @@ class HashGateway:
         self.backoff_base_s = backoff_base_s
         self._rng = rng or random.Random()
 
-    async def hash(self, policy: TrafficPolicy, arm: Arm, images: Sequence[bytes]) -> HashOutcome:
+    async def hash(self, policy: TrafficPolicy, arm: Arm, images: Sequence[str]) -> HashOutcome:
         """Hash ``images`` on ``arm`` (retries, then the fallback chain); 503 naming what was tried."""
         start = time.perf_counter()
         tried: list[str] = []
@@ -118,7 +118,7 @@ class HashGateway:
             f"route {arm.route!r} arm {arm.name!r}: no backend could serve; tried " + "; ".join(tried)
         )
 
-    async def shadow(self, arm: Arm, images: Sequence[bytes], timeout_s: float) -> HashResponse:
+    async def shadow(self, arm: Arm, images: Sequence[str], timeout_s: float) -> HashResponse:
         """One try on the arm's own backend: no retry, no fallback (shadow calls and migrations).
 
         Raises :class:`ShadowFailed` for any failure: nothing of it may reach a client.
@@ -131,7 +131,7 @@ class HashGateway:
         except (_TryFailed, UpstreamRejected) as exc:
             raise ShadowFailed(str(exc)) from exc
 
-    async def _on_backend(self, arm: Arm, backend: str, images: Sequence[bytes], *,
+    async def _on_backend(self, arm: Arm, backend: str, images: Sequence[str], *,
                           after_failed_tries: bool) -> tuple[HashResponse, int]:
         budget = self.balancer.budget(backend)
         if not after_failed_tries:
@@ -139,8 +139,7 @@ class HashGateway:
         tried: set[str] = set()
         last: _TryFailed | None = None
         for attempt in range(1, self.max_retries + 2):
-            with traced(self.tracer, "balancer.pick", {"servestack.backend": backend, "servestack.attempt": attempt}):
-                endpoint = self._pick(backend, tried, last)
+            endpoint = self._pick(backend, tried, last)  # recorded on the try's span (server.address)
             if endpoint is None:
                 if last is None:
                     raise _BackendExhausted(f"no available replica: {self.balancer.describe(backend)}", 0)
@@ -170,9 +169,10 @@ class HashGateway:
             endpoint = self.balancer.pick(backend)  # ejected replicas are unavailable: never re-picked
         return endpoint
 
-    async def _try(self, arm: Arm, backend: str, endpoint, images: Sequence[bytes], timeout_s: float,
+    async def _try(self, arm: Arm, backend: str, endpoint, images: Sequence[str], timeout_s: float,
                    attempt: int, shadow: bool = False) -> HashResponse:
-        attrs = {"servestack.route": arm.route, "servestack.arm": arm.name, "servestack.backend": backend,
+        attrs = {"servestack.route": arm.route, "servestack.arm": arm.name, "servestack.arm_reason": arm.reason,
+                 "servestack.backend": backend,
                  "servestack.attempt": attempt, "servestack.shadow": shadow, "server.address": endpoint.url,
                  "servestack.images": len(images)}
         m = self.metrics

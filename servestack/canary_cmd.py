@@ -221,8 +221,8 @@ async def _start(args: argparse.Namespace, console: Console) -> int:
 
 async def _start_load(args: argparse.Namespace, http: httpx.AsyncClient, stop: asyncio.Event,
                       console: Console) -> asyncio.Task[None]:
-    from load_tests.payloads import ImagePool
     from load_tests.canary_traffic import Subject, VerifyTraffic
+    from load_tests.payloads import ImagePool
 
     stack = _stack(args)
     if stack is None:

@@ -6,7 +6,6 @@ Errors: :class:`HasherUnavailable` (connect error, timeout, 5xx: retry elsewhere
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -46,52 +45,62 @@ def _error_of(content: bytes) -> tuple[str, str]:
         return "http_error", content[:200].decode("utf-8", "replace")
 
 
-class RawRoundTrip(Protocol):
-    """A transport that sends prebuilt HTTP/1.1 request bytes (``router.keepalive_transport``)."""
+class PodRequests(Protocol):
+    """Sends one whole request and reads the whole response, as bytes (``router.pod_transport``).
 
-    async def roundtrip(self, host: str, port: int, payload: bytes, *, connect_timeout: float | None,
-                        read_timeout: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]: ...
+    Raises httpx's transport errors (``httpx.TimeoutException``, ``httpx.TransportError``).
+    """
+
+    async def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str], *,
+                      timeout_s: float) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]: ...
+
+
+class _OverHttpx:
+    """:class:`PodRequests` over any ``httpx.AsyncClient`` (tools and tests without the router)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str], *,
+                      timeout_s: float) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
+        response = await self._http.request(method, url, content=body, headers=headers, timeout=timeout_s)
+        return response.status_code, response.headers.raw, response.content
+
+
+_JSON = {"content-type": "application/json", "accept": "application/json"}
 
 
 class HasherClient:
-    """One shared ``httpx.AsyncClient`` (opened by the caller's lifespan), any number of pods.
+    """Calls to any number of hasher pods over one connection pool (opened by the caller's lifespan).
 
     Args:
-        http: the client for every call (and for ``/v1/hash`` when ``raw`` is not given).
-        raw: a transport taking request bytes; when given, ``/v1/hash`` to an ``http://`` pod is
-            written and read through it directly. The hot path: httpx's request and response
-            models and client machinery were ~15% of the router's CPU on a proxied hash.
+        pods: what carries the requests: the router's ``PodTransport`` (the same pool as its shared
+            ``httpx.AsyncClient``), or an ``httpx.AsyncClient``.
     """
 
-    def __init__(self, http: httpx.AsyncClient, raw: RawRoundTrip | None = None):
-        self._http = http
-        self._raw = raw
-        self._heads: dict[str, tuple[str, int, bytes]] = {}
+    def __init__(self, pods: PodRequests | httpx.AsyncClient) -> None:
+        self._pods: PodRequests = _OverHttpx(pods) if isinstance(pods, httpx.AsyncClient) else pods
 
-    async def hash(self, base_url: str, images: Sequence[bytes], *, timeout_s: float,
+    async def hash(self, base_url: str, images: Sequence[str], *, timeout_s: float,
                    headers: Mapping[str, str] | None = None) -> HashResponse:
-        # A HashRequest, written directly: base64 needs no JSON escaping, and building the model
-        # only to dump it again (validation included) was ~3% of the router's CPU per hash.
-        body = '{"images":["' + '","'.join(base64.b64encode(img).decode("ascii") for img in images) + '"]}'
+        """Codes of ``images``: base64 text as the caller received it, already checked to hold only
+        the base64 alphabet (``router.schemas.check_image``), so it is forwarded without decoding,
+        re-encoding or JSON escaping."""
+        # A HashRequest, written directly: building the model only to dump it again (validation
+        # included) was ~3% of the router's CPU per hash.
+        body = ('{"images":["' + '","'.join(images) + '"]}').encode("ascii")
         try:
-            if self._raw is not None and base_url.startswith("http://"):
-                status, retry_after, content = await self._post_raw(self._raw, base_url, body.encode(),
-                                                                    headers or {}, timeout_s)
-            else:
-                response = await self._http.post(f"{base_url.rstrip('/')}/v1/hash", content=body,
-                                                 headers={"content-type": "application/json", **(headers or {})},
-                                                 timeout=timeout_s)
-                status, retry_after, content = (response.status_code, response.headers.get("Retry-After"),
-                                                response.content)
+            status, response_headers, content = await self._pods.request(
+                "POST", f"{base_url.rstrip('/')}/v1/hash", body, {**_JSON, **(headers or {})}, timeout_s=timeout_s)
         except httpx.TimeoutException as exc:
             raise HasherUnavailable(f"hasher {base_url} timed out after {timeout_s} s") from exc
         except httpx.TransportError as exc:
             raise HasherUnavailable(f"hasher {base_url} unreachable: {type(exc).__name__}: {exc}") from exc
         if status >= 500 or status == 429:
             code, message = _error_of(content)
+            retry_after = next((v.decode("latin-1") for k, v in response_headers if k.lower() == b"retry-after"), "")
             raise HasherUnavailable(f"hasher {base_url}: {status} {message}", status=status, code=code,
-                                    retry_after_s=float(retry_after) if retry_after and retry_after.isdigit()
-                                    else None)
+                                    retry_after_s=float(retry_after) if retry_after.isdigit() else None)
         if status >= 400:
             code, message = _error_of(content)
             raise HasherRejected(message, status=status, code=code)
@@ -100,29 +109,10 @@ class HasherClient:
         except ValueError as exc:
             raise HasherUnavailable(f"hasher {base_url} sent an invalid response: {exc}", status=status) from exc
 
-    async def _post_raw(self, raw: RawRoundTrip, base_url: str, body: bytes, headers: Mapping[str, str],
-                        timeout_s: float) -> tuple[int, str | None, bytes]:
-        target = self._heads.get(base_url)
-        if target is None:
-            url = httpx.URL(base_url)
-            netloc = url.netloc.decode("ascii")
-            head = f"POST {url.path.rstrip('/')}/v1/hash HTTP/1.1\r\nhost: {netloc}\r\n" \
-                   "content-type: application/json\r\naccept: application/json\r\n"
-            target = self._heads[base_url] = (url.host, url.port or 80, head.encode("ascii"))
-        host, port, head = target
-        lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
-        if any("\r" in line[:-2] or "\n" in line[:-2] for line in lines):
-            raise ValueError("header names and values may not contain CR or LF")  # no header injection
-        extra = "".join(lines)
-        payload = b"".join((head, extra.encode("latin-1"), b"content-length: %d\r\n\r\n" % len(body), body))
-        status, _, response_headers, content = await raw.roundtrip(host, port, payload, connect_timeout=timeout_s,
-                                                                   read_timeout=timeout_s)
-        retry_after = next((v.decode("latin-1") for k, v in response_headers if k.lower() == b"retry-after"), None)
-        return status, retry_after, content
-
     async def ready(self, base_url: str, *, timeout_s: float) -> bool:
         try:
-            response = await self._http.get(f"{base_url.rstrip('/')}/v2/health/ready", timeout=timeout_s)
-        except httpx.HTTPError:
+            status, _, _ = await self._pods.request("GET", f"{base_url.rstrip('/')}/v2/health/ready", b"", {},
+                                                    timeout_s=timeout_s)
+        except (httpx.HTTPError, TimeoutError):
             return False
-        return response.status_code == 200
+        return status == 200

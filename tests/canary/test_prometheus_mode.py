@@ -19,8 +19,8 @@ from canary.controller import CanaryController
 from canary.sources.prometheus import PrometheusSource
 from canary.state import StateStore
 from load_tests.canary_traffic import Subject, VerifyTraffic
-from tests.observability.prom_server import PrometheusServer, ScrapeTarget, prometheus_binary
 from tests.canary.procs import ADMIN_KEY, CLIENT_KEY, mini_stack, weights
+from tests.observability.prom_server import PrometheusServer, ScrapeTarget, prometheus_binary
 
 pytestmark = [
     pytest.mark.slow, pytest.mark.e2e,

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from router.errors import InvalidInput, PolicyInvalid, UnknownArm
 from router.policy import PolicySpec, RequestContext, TrafficPolicy, parse_pins, sticky_bucket
-from servestack.local_config import local_stack_policy
 from router.policy_store import parse_policy
+from servestack.local_config import local_stack_policy
 from tests.router.fakes import standard_policy
 
 INTERFACES_EXAMPLE = """

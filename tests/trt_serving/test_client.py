@@ -1,4 +1,4 @@
-"""HasherClient against httpx.MockTransport: parsing, error classes, and that it imports no torch."""
+"""HasherClient over a plain httpx.AsyncClient (MockTransport as the pod): parsing, errors, no torch import."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ async def test_hash_sends_base64_and_parses() -> None:
         return httpx.Response(200, json={"engine": ENGINE, "codes": ["00" * 16]})
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        res = await HasherClient(http).hash("http://pod/", [b"\x01\x02"], timeout_s=1,
+        res = await HasherClient(http).hash("http://pod/", [base64.b64encode(b"\x01\x02").decode()], timeout_s=1,
                                             headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
     assert res.codes == ["00" * 16] and res.engine.precision == "int8"
     assert base64.b64encode(b"\x01\x02").decode() in seen["body"].decode()
@@ -39,7 +39,7 @@ async def test_status_maps_to_error_class(status: int, exc: type[Exception]) -> 
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         with pytest.raises(exc) as info:
-            await HasherClient(http).hash("http://pod", [b"x"], timeout_s=1)
+            await HasherClient(http).hash("http://pod", ["eA=="], timeout_s=1)
     assert info.value.status == status and info.value.code == "x_code"
     if status == 503:
         assert info.value.retry_after_s == 3.0
@@ -55,7 +55,7 @@ async def test_connect_error_and_timeout_are_unavailable() -> None:
     for handler in (refuse, slow):
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             with pytest.raises(HasherUnavailable):
-                await HasherClient(http).hash("http://pod", [b"x"], timeout_s=0.1)
+                await HasherClient(http).hash("http://pod", ["eA=="], timeout_s=0.1)
             assert await HasherClient(http).ready("http://pod", timeout_s=0.1) is False
 
 

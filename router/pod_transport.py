@@ -1,4 +1,10 @@
-"""A lean HTTP/1.1 keep-alive transport for httpx: the router's calls to hasher pods.
+"""The router's one HTTP path to its pods: a lean HTTP/1.1 keep-alive transport for httpx.
+
+One :class:`PodTransport` sits under the router's one shared ``httpx.AsyncClient`` (hasher and
+explainer calls, health probes) and is also what :class:`trt_serving.client.HasherClient` calls
+directly through :meth:`PodTransport.request` (bytes in, status/headers/bytes out): the same
+connections, timeouts and errors either way, without httpx's request and response models on the
+hot path (bench/bench_router.py measures both; BENCHMARKS.md).
 
 httpx's default pool (httpcore over anyio) checks every pooled connection with a readability
 syscall on each request (``has_expired`` -> ``is_socket_readable``): with ~35 connections to a
@@ -7,7 +13,8 @@ verify (py-spy, BENCHMARKS.md). This transport keeps idle connections per origin
 and takes one in O(1), on plain asyncio streams.
 
 Scope: plain ``http://`` origins (pods inside the cluster) and responses read whole (hasher JSON);
-anything else (https, a streamed response wanted by the caller) goes to httpx's own transport.
+anything else (https, a request that accepts ``text/event-stream``: the explainer's streamed
+answers) goes to httpx's own transport.
 Timeouts come from httpx's per-request ``timeout`` extension (connect for the dial, read for the
 whole response). Errors are httpx's own exception types, so callers cannot tell the transports
 apart. A reused connection that the server closed while idle (keep-alive timeout) is detected
@@ -18,17 +25,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Mapping
 
 import httpx
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Headers = list[tuple[bytes, bytes]]
 
 
 class _Stale(Exception):
     """A reused connection gave no response byte: the server had closed it."""
 
 
-class KeepAliveTransport(httpx.AsyncBaseTransport):
+def _check_header(name: str, value: str) -> None:
+    if any(c in name or c in value for c in "\r\n\0"):
+        raise ValueError(f"header {name[:40]!r}: names and values may not contain CR, LF or NUL")
+
+
+class PodTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 connections per origin, reused newest first.
 
     Args:
@@ -42,32 +56,71 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._max_conns = max_connections_per_origin
         self._max_idle = max_idle_per_origin
         self._fallback = httpx.AsyncHTTPTransport()
+        self._targets: dict[tuple[str, str], tuple[str, int, bytes]] = {}
+
+    async def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, timeout_s: float
+                      ) -> tuple[int, Headers, bytes]:
+        """One whole request and response as bytes: the hot path of pod calls (no httpx models).
+
+        ``timeout_s`` bounds the connect and the whole response each. Raises httpx's transport
+        errors, like :meth:`handle_async_request`, and ValueError for a header holding CR or LF
+        (no header injection).
+        """
+        for name, value in headers.items():
+            _check_header(name, value)
+        target = self._targets.get((method, url))
+        if target is None:
+            parsed = httpx.URL(url)
+            if parsed.scheme != "http":
+                return await self._via_httpx(method, parsed, body, headers, timeout_s)
+            head = (f"{method} {parsed.raw_path.decode('ascii')} HTTP/1.1\r\n"
+                    f"host: {parsed.netloc.decode('ascii')}\r\n").encode("ascii")
+            if len(self._targets) > 4096:  # pod URLs churn with scaling: bound what is cached
+                self._targets.clear()
+            target = self._targets[(method, url)] = (parsed.host, parsed.port or 80, head)
+        host, port, head = target
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+        length = b"content-length: %d\r\n\r\n" % len(body) if body or method not in ("GET", "HEAD") else b"\r\n"
+        status, _, response_headers, content = await self._roundtrip(
+            host, port, b"".join((head, extra, length, body)), timeout_s, timeout_s, method == "HEAD", None)
+        return status, response_headers, content
+
+    async def _via_httpx(self, method: str, url: httpx.URL, body: bytes, headers: Mapping[str, str],
+                         timeout_s: float) -> tuple[int, Headers, bytes]:
+        timeout = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
+        request = httpx.Request(method, url, content=body, headers=headers, extensions={"timeout": timeout})
+        response = await self._fallback.handle_async_request(request)
+        try:
+            async with asyncio.timeout(timeout_s):
+                content = await response.aread()
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(f"no complete response within {timeout_s} s", request=request) from exc
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers.raw, content
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "http":
+        if url.scheme != "http" or "text/event-stream" in request.headers.get("accept", ""):
             return await self._fallback.handle_async_request(request)
         timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         head = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1\r\n".encode()]
         head += [k + b": " + v + b"\r\n" for k, v in request.headers.raw]
+        if any(b"\r" in h[:-2] or b"\n" in h[:-2] for h in head):
+            raise ValueError("header names and values may not contain CR or LF")  # no header injection
         if body and "content-length" not in request.headers:
             head.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
-        status, reason, headers, content = await self.roundtrip(
-            url.host, url.port or 80, b"".join(head) + b"\r\n" + body, connect_timeout=timeouts.get("connect"),
-            read_timeout=timeouts.get("read"), head_only=request.method == "HEAD", request=request)
+        status, reason, headers, content = await self._roundtrip(
+            url.host, url.port or 80, b"".join(head) + b"\r\n" + body, timeouts.get("connect"),
+            timeouts.get("read"), request.method == "HEAD", request)
         return httpx.Response(status, headers=headers, content=content, request=request,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
-    async def roundtrip(self, host: str, port: int, payload: bytes, *, connect_timeout: float | None,
-                        read_timeout: float | None, head_only: bool = False, request: httpx.Request | None = None
-                        ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
-        """Send ``payload`` (a whole HTTP/1.1 request, head and body) to ``host:port``; read the answer.
-
-        The lean path for a caller that writes its own request bytes (the hasher client): no
-        httpx ``Request``/``Response`` objects. Returns (status, reason, headers, body). Raises
-        httpx's transport errors, like :meth:`handle_async_request`.
-        """
+    async def _roundtrip(self, host: str, port: int, payload: bytes, connect_timeout: float | None,
+                         read_timeout: float | None, head_only: bool, request: httpx.Request | None
+                         ) -> tuple[int, bytes, Headers, bytes]:
+        """Send ``payload`` (a whole HTTP/1.1 request, head and body) to ``host:port``; read the answer."""
         origin = (host, port)
         slots = self._slots.get(origin)
         if slots is None:

@@ -1,5 +1,5 @@
-"""KeepAliveTransport against real sockets: reuse, stale connections, errors as httpx's own types,
-and the hasher client's raw path over it."""
+"""PodTransport against real sockets: reuse, stale connections, errors as httpx's own types, header
+injection refused, and the hasher client's calls through its byte-level request method."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from router.keepalive_transport import KeepAliveTransport
+from router.pod_transport import PodTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict[str, object]], Awaitable[None]]
 
@@ -66,7 +66,7 @@ async def echo_forever(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=KeepAliveTransport(), timeout=httpx.Timeout(2.0, connect=1.0)) as c:
+    async with httpx.AsyncClient(transport=PodTransport(), timeout=httpx.Timeout(2.0, connect=1.0)) as c:
         yield c
 
 
@@ -175,8 +175,9 @@ async def test_a_response_cut_short_is_a_protocol_error(client: httpx.AsyncClien
 ENGINE = {"model": "face", "version": "2", "backend": "openvino", "precision": "int8", "fallback_from": []}
 
 
-async def test_hasher_client_writes_and_reads_hash_calls_through_the_raw_path() -> None:
-    """HasherClient(raw=...) bypasses httpx's models: same request bytes on the wire, same results."""
+async def test_hasher_client_writes_and_reads_hash_calls_through_the_transport() -> None:
+    """HasherClient(PodTransport) skips httpx's models: the pod's request schema on the wire, same results,
+    and the same pool as the httpx client over that transport."""
     from trt_serving.client import HasherClient, HasherRejected, HasherUnavailable
     from trt_serving.schemas import HashRequest
 
@@ -195,26 +196,31 @@ async def test_hasher_client_writes_and_reads_hash_calls_through_the_raw_path() 
                 writer.write(_response(json.dumps({"engine": ENGINE, "codes": ["ab" * 16] * 2}).encode()))
             await writer.drain()
 
-    transport = KeepAliveTransport()
+    transport = PodTransport()
+    b64 = [base64.b64encode(b"\x01").decode(), base64.b64encode(b"\x02").decode()]
     async with httpx.AsyncClient(transport=transport) as http, Server(pod) as srv:
-        hasher = HasherClient(http, raw=transport)
-        res = await hasher.hash(srv.url + "/", [b"\x01", b"\x02"], timeout_s=2, headers={"traceparent": "00-t"})
+        hasher = HasherClient(transport)
+        res = await hasher.hash(srv.url + "/", b64, timeout_s=2, headers={"traceparent": "00-t"})
         assert res.codes == ["ab" * 16] * 2 and res.engine.precision == "int8"
         line, headers, body = srv.state["seen"]  # type: ignore[misc]
         assert line == b"POST /v1/hash HTTP/1.1" and headers[b"traceparent"] == b"00-t"
         assert headers[b"host"] == srv.url.removeprefix("http://").encode()
         assert headers[b"content-type"] == b"application/json"
         sent = HashRequest.model_validate_json(body)  # the pod's schema (extra fields forbidden)
-        assert sent.images == [base64.b64encode(b"\x01").decode(), base64.b64encode(b"\x02").decode()]
+        assert sent.images == b64  # the text as received: no decode, no re-encode
         with pytest.raises(HasherRejected) as rejected:
-            await hasher.hash(srv.url, [b"bad"], timeout_s=2)
+            await hasher.hash(srv.url, [base64.b64encode(b"bad").decode()], timeout_s=2)
         assert (rejected.value.status, rejected.value.code, str(rejected.value)) == (400, "bad_image", "not an image")
         with pytest.raises(HasherUnavailable) as busy:
-            await hasher.hash(srv.url, [b"busy"], timeout_s=2)
+            await hasher.hash(srv.url, [base64.b64encode(b"busy").decode()], timeout_s=2)
         assert (busy.value.status, busy.value.code, busy.value.retry_after_s) == (503, "queue_full", 2.0)
+        with pytest.raises(ValueError, match="CR, LF"):
+            await hasher.hash(srv.url, b64, timeout_s=2, headers={"x-evil": "a\r\nx-injected: 1"})
         with pytest.raises(ValueError, match="CR or LF"):
-            await hasher.hash(srv.url, [b"\x01"], timeout_s=2, headers={"x-evil": "a\r\nx-injected: 1"})
-        assert srv.connections == 1  # every call, errors included, reused the one connection
+            await http.post(srv.url, content=b"{}", headers={"x-evil": "a\nx-injected: 1"})
+        assert (await http.post(srv.url + "/v1/hash", json={"images": b64})).json()["codes"] == res.codes
+        assert srv.connections == 1  # every call, errors and the httpx client's included, reused one connection
         url = srv.url
     with pytest.raises(HasherUnavailable, match="unreachable: ConnectError"):
-        await HasherClient(httpx.AsyncClient(), raw=transport).hash(url, [b"\x01"], timeout_s=1)
+        await hasher.hash(url, b64, timeout_s=1)
+    assert await hasher.ready(url, timeout_s=1) is False
