@@ -24,6 +24,7 @@ from tracing import Telemetry, TraceMiddleware, TracingSettings, register_span_m
 from trt_serving.batcher import DynamicBatcher
 from trt_serving.config import HasherSettings
 from trt_serving.dataplane import DataPlane, Serving
+from trt_serving.endpoints import document_limits
 from trt_serving.endpoints import router as v1_router
 from trt_serving.errors import HasherError
 from trt_serving.metrics import HasherMetrics, RequestMetricsMiddleware
@@ -116,6 +117,7 @@ def create_app(settings: HasherSettings, *, tracing: TracingSettings | None = No
     app.state.dataplane = DataPlane(settings, app.state.decode_pool, telemetry.tracer)
     app.include_router(oip_router)
     app.include_router(v1_router)
+    document_limits(app, settings.max_image_bytes)
 
     @app.exception_handler(HasherError)
     async def _hasher_error(request: Request, exc: HasherError) -> JSONResponse:
@@ -130,7 +132,7 @@ def create_app(settings: HasherSettings, *, tracing: TracingSettings | None = No
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(request, exc.status_code, code, str(exc.detail))
+        return _error(request, exc.status_code, code, str(exc.detail), exc.headers)  # 405: Allow
 
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)

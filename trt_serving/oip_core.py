@@ -17,9 +17,8 @@ import numpy as np
 
 from trt_serving.dataplane import DataPlane
 from trt_serving.errors import InvalidInput, ModelNotFound
-from trt_serving.schemas import CODE_BYTES
+from trt_serving.schemas import CODE_BYTES, MAX_IMAGES
 
-MAX_IMAGES = 64  # the same limit as HashRequest.images on /v1/hash
 SERVER_NAME = "servestack-hasher"
 SERVER_VERSION = "0.1.0"
 OUTPUT_TYPES = {"codes": "UINT8", "features": "FP32"}
