@@ -14,10 +14,15 @@ base64 yet not an image is a 400, not a schema violation) are tuned per operatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,3 +80,25 @@ def assert_clean(run: FuzzRun, *, operations: int, stateful: bool = False) -> No
         assert phases[phase]["status"] == "success", run.summary()
     if stateful:
         assert phases["stateful"]["status"] == "success", run.summary()
+
+
+@contextlib.contextmanager
+def serve(app: Any, timeout_s: float = 30) -> Iterator[str]:
+    """Serve an ASGI app (lifespan included) with uvicorn on a free 127.0.0.1 port in a thread."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="openapi-fuzz-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
