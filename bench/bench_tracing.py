@@ -21,6 +21,12 @@ output says which target ran.
 
     .venv/bin/python bench/bench_tracing.py --duration-s 6 --rounds 4 --concurrency 32 [--workload both]
 
+The previous commit side by side, interleaved in the same run (each mode runs once on this tree
+and once on DIR's router; "base: <mode>" rows; make DIR with
+``git worktree add /tmp/base-main <commit> --detach``):
+
+    .venv/bin/python bench/bench_tracing.py --workload verify --baseline-src /tmp/base-main
+
 An A/B of a router setting, interleaved in the same run (e.g. the start-up gc freeze):
 
     .venv/bin/python bench/bench_tracing.py --workload verify --modes off ratio=1.0 \\
@@ -34,6 +40,9 @@ Modes:
              tracing.otlp_encode save
   ratio=0.1  parent-based 10%, the ratio suggested for production
 Goal (issue 6): <= 10% throughput loss at 100% sampling against off.
+
+"spans/request" is every span the receiver got from a router process divided by the requests it
+served (warm-up, measured run and, for verify, the enrolments).
 
 CPU per request is split by thread: the main thread runs the event loop (requests and making
 spans); the other threads are the audit writer and readers (the same in every mode) and, when
@@ -68,16 +77,21 @@ sys.path.insert(0, str(REPO / "bench"))
 from rawhttp import RawConnection  # noqa: E402
 
 from servestack.local_config import write_keys, write_policy  # noqa: E402
-from tests.observability.otlp_sink import OtlpSink, free_port  # noqa: E402
+from tests.observability.otlp_sink import OtlpSink  # noqa: E402
+from tests.support.procs import free_port, wait_ready  # noqa: E402
 
 WORKLOADS = ("audit-404", "verify")
 VERIFY_SUBJECTS = 32  # sticky by subject: ~10% of them land on the v2 arm, as in production
+
+
+BASE = "base: "  # the name prefix of modes run on --baseline-src
 
 
 @dataclass
 class Mode:
     name: str
     env: dict[str, str]
+    src: Path = REPO  # the tree whose router runs
 
 
 def modes(sink: OtlpSink) -> list[Mode]:
@@ -92,17 +106,21 @@ def modes(sink: OtlpSink) -> list[Mode]:
     ]
 
 
-def selected_modes(sink: OtlpSink, names: list[str], variant: dict[str, str]) -> list[Mode]:
+def selected_modes(sink: OtlpSink, names: list[str], variant: dict[str, str],
+                   baseline: Path | None = None) -> list[Mode]:
     """The modes named (all when none), each followed by its variant with ``variant``'s
-    variables set on the router (an A/B of a router setting, interleaved in one run)."""
+    variables set on the router (an A/B of a router setting, interleaved in one run), and each
+    of those by the same on ``baseline``'s router (the previous commit, side by side)."""
     chosen = [m for m in modes(sink) if not names or m.name in names]
     unknown = set(names) - {m.name for m in chosen}
     if unknown:
         raise SystemExit(f"unknown mode(s) {sorted(unknown)}; modes: {[m.name for m in modes(sink)]}")
-    if not variant:
+    if variant:
+        label = " ".join(f"{k}={v}" for k, v in variant.items())
+        chosen = [v for m in chosen for v in (m, Mode(f"{m.name} [{label}]", {**m.env, **variant}))]
+    if baseline is None:
         return chosen
-    label = " ".join(f"{k}={v}" for k, v in variant.items())
-    return [v for m in chosen for v in (m, Mode(f"{m.name} [{label}]", {**m.env, **variant}))]
+    return [v for m in chosen for v in (m, Mode(BASE + m.name, m.env, baseline))]
 
 
 def router_importable() -> bool:
@@ -146,6 +164,7 @@ def start_router(
     keys, _, _ = write_keys(state)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(mode.env)
+    env["PYTHONPATH"] = str(mode.src)  # this tree's packages, or the baseline's
     env.update({
         "SERVESTACK_ROUTER_HOST": "127.0.0.1", "SERVESTACK_ROUTER_PORT": str(port),
         "SERVESTACK_ROUTER_POLICY_PATH": str(policy), "SERVESTACK_ROUTER_KEYS_FILE": str(keys),
@@ -156,22 +175,18 @@ def start_router(
     argv = [sys.executable, __file__, "--serve-minimal", str(port)] if minimal else [sys.executable, "-m", "router"]
     if len(os.sched_getaffinity(0)) < (os.cpu_count() or 1):  # main() moved us off CPU 0: give it to the server
         argv = ["taskset", "-c", "0", *argv]
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, env=env, cwd=mode.src, stdout=log, stderr=subprocess.STDOUT)
+    log.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
     # /readyz when pods serve (the health checker must have seen them); /healthz otherwise.
     probe = f"{url}/readyz" if upstream else f"{url}/healthz"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"router exited with {proc.returncode}; see {log.name}")
-        try:
-            if httpx.get(probe, timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError(f"router not ready after 60 s; see {log.name}")
+    try:
+        wait_ready(probe, proc, log=Path(log.name), timeout_s=60, interval_s=0.2)
+    except TimeoutError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, url
 
 
 def start_upstream() -> tuple[subprocess.Popen[bytes], str]:
@@ -183,17 +198,13 @@ def start_upstream() -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bench_router.py"), "--serve-upstream", str(port)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fake hasher exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("fake hasher not live after 30 s")
+    try:
+        wait_ready(f"{url}/v2/health/ready", proc, timeout_s=30, interval_s=0.2)
+    except TimeoutError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, url
 
 
 # Each workload: one request as bytes (a function of the connection's request counter), the status
@@ -272,7 +283,7 @@ def run_mode(state: Path, mode: Mode, workload: str, api_key: str, upstream: str
             build = verify_request(host, api_key, image)
         else:
             build = audit_request(host, api_key)
-        asyncio.run(load(url, build, args.warmup_s, args.concurrency))
+        warm, _ = asyncio.run(load(url, build, args.warmup_s, args.concurrency))
         cpu0, main0 = cpu_seconds(proc.pid), cpu_seconds(proc.pid, thread=proc.pid)
         n, lat = asyncio.run(load(url, build, args.duration_s, args.concurrency))
         cpu = cpu_seconds(proc.pid) - cpu0
@@ -281,8 +292,9 @@ def run_mode(state: Path, mode: Mode, workload: str, api_key: str, upstream: str
         proc.terminate()
         proc.wait(timeout=30)
     lat.sort()
+    served = warm + n + (VERIFY_SUBJECTS if verify else 0)
     return Run(n / args.duration_s, lat[int(0.99 * (len(lat) - 1))] * 1000, cpu / args.duration_s, cpu / max(n, 1),
-               main / max(n, 1))
+               main / max(n, 1), served)
 
 
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
@@ -300,16 +312,19 @@ class Run:
     cpu_busy: float  # CPU seconds per second the router used: 1.0 = its core saturated
     cpu_per_request_s: float
     main_thread_per_request_s: float  # the event loop's thread: request handling and making spans
+    served: int = 0  # requests the router answered in this run (warm-up and enrolments included)
 
 
 def print_table(title: str, results: dict[str, list[Run]], spans: dict[str, int]) -> None:
-    base = statistics.median(r.rps for r in results["off"])
-    base_cpu = statistics.median(r.cpu_per_request_s for r in results["off"])
     print(f"\n{title}")
     print("| tracing | req/s (median) | vs off | req/s per round | p99 ms | router CPU busy "
-          "| router CPU µs/request | vs off | main thread µs/request | other threads µs/request | spans received |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| router CPU µs/request | vs off | main thread µs/request | other threads µs/request | spans received "
+          "| spans/request |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, runs in results.items():
+        off = results[BASE + "off" if name.startswith(BASE) else "off"]  # each tree against its own "off"
+        base = statistics.median(r.rps for r in off)
+        base_cpu = statistics.median(r.cpu_per_request_s for r in off)
         rps = statistics.median(r.rps for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
         busy = statistics.median(r.cpu_busy for r in runs)
@@ -319,7 +334,12 @@ def print_table(title: str, results: dict[str, list[Run]], spans: dict[str, int]
         each = " ".join(f"{r.rps:.0f}" for r in runs)
         print(f"| {name} | {rps:.0f} | {100 * (rps / base - 1):+.1f}% | {each} | {p99:.1f} | {100 * busy:.0f}% "
               f"| {1e6 * cpu:.0f} | {100 * (cpu / base_cpu - 1):+.1f}% | {1e6 * main:.0f} | {1e6 * others:.0f} "
-              f"| {spans[name]} |")
+              f"| {spans[name]} | {spans[name] / max(1, sum(r.served for r in runs)):.2f} |")
+
+
+def _commit(tree: Path) -> str:
+    out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -334,6 +354,8 @@ def main() -> None:
                     help="run only these modes (default: all; 'off' must be one: the baseline)")
     ap.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
                     help="also run each mode with this variable set on the router (repeatable): an A/B in one run")
+    ap.add_argument("--baseline-src", type=Path, metavar="DIR",
+                    help="also run each mode on the router of this tree (a worktree of the previous commit)")
     ap.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.modes and "off" not in args.modes:
@@ -345,6 +367,10 @@ def main() -> None:
     if args.serve_minimal:
         serve_minimal(args.serve_minimal)
         return
+    if args.baseline_src is not None:
+        args.baseline_src = args.baseline_src.resolve()
+        if not (args.baseline_src / "router" / "__main__.py").exists():
+            ap.error(f"--baseline-src {args.baseline_src} holds no router/ (make it with git worktree add)")
     if args.target == "auto":
         args.target = "router" if router_importable() else "minimal"
     workloads = list(WORKLOADS) if args.workload == "both" else [args.workload]
@@ -370,7 +396,7 @@ def main() -> None:
             spans: dict[str, dict[str, int]] = {w: {} for w in workloads}
             for _ in range(args.rounds):
                 for workload in workloads:
-                    for mode in selected_modes(sink, args.modes, variant):
+                    for mode in selected_modes(sink, args.modes, variant, args.baseline_src):
                         before = sink.received
                         results[workload].setdefault(mode.name, []).append(
                             run_mode(state, mode, workload, api_key, upstream, args))
@@ -382,12 +408,14 @@ def main() -> None:
             upstream_proc.wait(timeout=30)
 
     print(f"server pinned to CPU 0, load + receiver + fake hasher on {cpus[1:] or cpus}; CPUs: {os.cpu_count()}")
+    if args.baseline_src is not None:
+        print(f"baseline ({BASE!r} rows): the router of {args.baseline_src} at {_commit(args.baseline_src)}; "
+              f"this tree at {_commit(REPO)}")
     print(f"target: {args.target}; concurrency {args.concurrency}, {args.duration_s:g} s x {args.rounds} rounds "
           f"(after {args.warmup_s:g} s warm-up), median of rounds")
     titles = {
         "audit-404": "worst case: GET /v1/audit/<unknown id> (404), 2 spans/request",
-        "verify": f"realistic: POST /v1/verify (face, {VERIFY_SUBJECTS} enrolled subjects, fake hasher), "
-                  "~6 spans/request",
+        "verify": f"realistic: POST /v1/verify (face, {VERIFY_SUBJECTS} enrolled subjects, fake hasher)",
     }
     for workload in workloads:
         print_table(titles[workload], results[workload], spans[workload])

@@ -52,10 +52,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        # As every component: 422 invalid_request, "loc: msg" of the first ten problems.
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in err.get('loc', ())) or 'body'}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()[:10]
         )
-        return _error(400, "invalid_request", problems or "invalid request")
+        return _error(422, "invalid_request", problems or "invalid request")
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

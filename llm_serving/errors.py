@@ -13,8 +13,10 @@ class ExplainerError(Exception):
 
 
 class InvalidInput(ExplainerError):
+    """The body does not match the schema: 422 ``invalid_request``, as in every component."""
+
     status_code = 422
-    code = "invalid_input"
+    code = "invalid_request"
 
 
 class PayloadTooLarge(ExplainerError):

@@ -10,7 +10,7 @@ import re
 
 from llm_serving.schemas import AuditFacts
 
-CODE_BITS = 128  # length of every hash code (DESIGN.md); texts may say "128-bit codes"
+CODE_BITS = 128  # length of every hash code (docs/ARCHITECTURE.md); texts may say "128-bit codes"
 # Tolerance when comparing numbers: the record's fused distance may be 16.25, a text "16.25".
 NUMBER_TOLERANCE = 0.006
 

@@ -1,4 +1,4 @@
-"""The explainer's process environment for speed on CPU (measured in FINDINGS.md).
+"""The explainer's process environment for speed on CPU (docs/ARCHITECTURE.md, vLLM on CPU).
 
 Applied by ``servestack up`` (and by ``python -m llm_serving`` itself, which re-executes once with
 it): LD_PRELOAD must be set before the interpreter starts, and vLLM reads the VLLM_CPU_* variables

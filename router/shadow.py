@@ -6,7 +6,7 @@ same model version (only the engine/precision differs), its code bit by bit
 (``shadow_bits_total``). Never returned; one try with ``shadow_timeout_s``; skipped, not queued,
 beyond ``shadow_max_inflight``.
 
-Migration (DESIGN.md "template migration"): after an accepted verification, the probe image is
+Migration ("template migration", docs/ARCHITECTURE.md): after an accepted verification, the probe image is
 hashed on the route's other arms whose model version the subject has no template for, and that
 code is enrolled, so canary coverage grows without storing images.
 """

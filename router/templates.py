@@ -1,6 +1,6 @@
 """Enrolled templates: one 128-bit code per (subject, modality, model version).
 
-Codes of different model versions are not comparable (DESIGN.md), so a template is stored under
+Codes of different model versions are not comparable (docs/ARCHITECTURE.md), so a template is stored under
 the version that produced it. Codes live only here: never in logs, traces or audit records.
 """
 

@@ -1,4 +1,4 @@
-"""The verification domain (DESIGN.md), pure: Hamming distance, fusion, decision.
+"""The verification domain (docs/ARCHITECTURE.md), pure: Hamming distance, fusion, decision.
 
 A code is 128 bits, carried as 32 hex digits. Fusion is score-level: the mean of the modality
 distances, compared against the threshold (accept when fused distance <= threshold).

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from servestack.stackfile import STACK_FILE, StackInfo, read_stack_file
@@ -69,6 +70,7 @@ def start_stack(
     cache_dir: Path | None = None,
     timeout_s: float = 1200.0,
     cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], StackInfo]:
     """Start `servestack up` on free ports and block until every service is ready.
 
@@ -78,6 +80,8 @@ def start_stack(
         extra_args: more `servestack up` arguments, e.g. "--no-explainer".
         cache_dir: artifact cache to share (default: the launcher's default).
         timeout_s: deadline for the whole start, first-run preparation included.
+        env: variables set on top of this process's environment for the launcher and so for every
+            service it starts (e.g. ``SERVESTACK_TRACER=sdk``).
 
     Returns:
         The launcher process and the stack's info.
@@ -90,7 +94,8 @@ def start_stack(
     argv += list(extra_args)
     log_path = state_dir / "launcher.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env} if env else None)
     deadline = time.monotonic() + timeout_s
     while not (state_dir / STACK_FILE).exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -34,6 +34,7 @@ import random
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from time import time_ns
 from types import MappingProxyType
 from typing import Any
@@ -41,12 +42,11 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.propagation import _SPAN_KEY as SPAN_KEY  # the key get_current_span reads
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import AttributeValue
 
@@ -67,13 +67,30 @@ _NOOP_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start,
 
 
 class _Processors:
-    """The span processors to call: all of them on end (the provider's tuple itself, which is
-    replaced when one is added), the ones with a real ``on_start`` on start."""
+    """The span processors to call: all of them on end, the ones with a real ``on_start`` on start."""
 
     __slots__ = ("ending", "starting")
 
     def __init__(self, ending: tuple[SpanProcessor, ...], starting: tuple[SpanProcessor, ...]) -> None:
         self.ending, self.starting = ending, starting
+
+
+class SpanProcessors(SynchronousMultiSpanProcessor):
+    """The provider's processors (its ``active_span_processor``), as the SDK's multi-processor, that
+    also keeps the tuples a :class:`LeanTracer` calls: every processor added through the public
+    ``add_span_processor`` is recorded here, so the tracer never reads the SDK's private list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = _Processors((), ())
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        calls = self.calls
+        starting = calls.starting
+        if type(span_processor).on_start not in _NOOP_ON_START:
+            starting = (*starting, span_processor)
+        self.calls = _Processors((*calls.ending, span_processor), starting)  # one swap: readers see either
 
 
 def _clean(key: str, value: Any) -> Any:
@@ -91,6 +108,11 @@ def _clean(key: str, value: Any) -> Any:
     return None
 
 
+def _field(attr: str) -> Any:
+    """A read-only property returning ``attr`` of the span."""
+    return property(attrgetter(attr))
+
+
 def _random_id(bits: int) -> int:
     n = 0
     while n == 0:  # 0 is the invalid id
@@ -103,7 +125,6 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     # ReadableSpan's fields that most spans never change: class-level defaults, shadowed per
     # instance on first change (one store fewer per field and span).
-    _instrumentation_info = None
     _end_time: int | None = None
     _dropped_attributes = 0
     _events: Sequence[Event] = ()  # a list once an event is added
@@ -117,7 +138,8 @@ class LeanSpan(trace.Span, ReadableSpan):
     def __init__(self, tracer: LeanTracer, name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind, attributes: Mapping[str, Any] | None, links: Sequence[Link],
                  start_time: int | None, record_exception: bool, set_status_on_exception: bool) -> None:
-        # ReadableSpan's fields, set directly: its __init__ would build a Resource per span.
+        # Our own fields (read by this class's properties), not ReadableSpan.__init__: a keyword
+        # call of 13 arguments per span for values the properties below return as they are.
         self._name = name
         self._context = context
         self._parent = parent
@@ -145,6 +167,27 @@ class LeanSpan(trace.Span, ReadableSpan):
             self._set_status_on_exception = False
 
     # --- ReadableSpan -------------------------------------------------------------------------
+    # Every field is read through a property of this class: the fields are ours, whatever the
+    # SDK's ReadableSpan names its own.
+    name = _field("_name")
+    context = _field("_context")
+    kind = _field("_kind")
+    parent = _field("_parent")
+    start_time = _field("_start_time")
+    end_time = _field("_end_time")
+    status = _field("_status")
+    resource = _field("_resource")
+    instrumentation_scope = _field("_instrumentation_scope")
+    instrumentation_info = property(lambda self: None)  # deprecated in the SDK; the scope says it
+
+    @property
+    def events(self) -> Sequence[Event]:
+        return tuple(self._events)
+
+    @property
+    def links(self) -> Sequence[Link]:
+        return tuple(self._links)
+
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
         return MappingProxyType(self._attributes)
@@ -268,19 +311,16 @@ class LeanTracer(trace.Tracer):
         self.processor = processor
         self.sample_ratio = sample_ratio
         self._bound = TraceIdRatioBased.get_bound_for_rate(sample_ratio)
-        self._procs = _Processors((), ())
+        self._procs = _Processors((processor,), (processor,))
 
     def start_span(self, name: str, context: otel_context.Context | None = None,
                    kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None,
                    links: Sequence[Link] | None = (), start_time: int | None = None,
                    record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
-        parent_span = (context if context is not None else otel_context.get_current()).get(SPAN_KEY)
         parent: SpanContext | None
-        # A SpanContext is a tuple: one unpack instead of a property call per field.
-        if isinstance(parent_span, trace.Span):
-            trace_id, _, _, parent_flags, state, valid = parent = parent_span.get_span_context()
-        else:
-            valid = False
+        # A SpanContext is a tuple: one unpack instead of a property call per field. No span in the
+        # context gives INVALID_SPAN, whose context is not valid.
+        trace_id, _, _, parent_flags, state, valid = parent = trace.get_current_span(context).get_span_context()
         if valid:
             sampled, random_id = parent_flags & 1, parent_flags & _RANDOM
         else:
@@ -301,12 +341,9 @@ class LeanTracer(trace.Tracer):
 
     def _processors(self) -> _Processors:
         """The provider's processors now (one may be added at any time), with the no-op starters out."""
-        current = getattr(self.processor, "_span_processors", None)
-        if current is None:  # not a multi-processor we know: call it as it is
-            return _Processors((self.processor,), (self.processor,))
-        if current is not self._procs.ending:
-            self._procs = _Processors(current, tuple(p for p in current if type(p).on_start not in _NOOP_ON_START))
-        return self._procs
+        if isinstance(self.processor, SpanProcessors):
+            return self.processor.calls
+        return self._procs  # another processor (a multi-processor fans out itself): called as it is
 
     @contextmanager
     def start_as_current_span(self, name: str, context: otel_context.Context | None = None,

@@ -38,12 +38,12 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from tracing.batch import BoundedBatchSpanProcessor
-from tracing.lean import LeanTracer
+from tracing.lean import LeanTracer, SpanProcessors
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def setup_telemetry(
         "deployment.environment.name": settings.environment,
     }
     attrs.update(settings.extra_resource)
-    processor = SynchronousMultiSpanProcessor()
+    processor = SpanProcessors()  # the SDK's multi-processor that also tells the lean tracer whom to call
     provider = TracerProvider(
         resource=Resource.create(attrs),
         sampler=ParentBased(root=TraceIdRatioBased(settings.sample_ratio)),

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
-from opentelemetry.trace.propagation import _SPAN_KEY as SPAN_KEY  # the key get_current_span reads
 from opentelemetry.util.types import AttributeValue
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -22,7 +21,7 @@ class traced:  # noqa: N801 - reads as a decorator
     """Wrap a step in a span; use as ``with traced(tracer, "decode"):`` or ``@traced(tracer, "x")``.
 
     Exceptions are recorded on the span and re-raised. Attributes must never hold images, codes
-    or personal data (DESIGN.md): pass sizes and ids, not payloads.
+    or personal data: pass sizes and ids, not payloads.
 
     One instance may be entered by many concurrent tasks and re-entered (recursion): the open
     span of each entry is kept per task (a context variable), not on the instance.
@@ -60,16 +59,15 @@ class traced:  # noqa: N801 - reads as a decorator
 
     def _start(self) -> tuple[trace.Span, object | None]:
         ctx = otel_context.get_current()
-        parent = ctx.get(SPAN_KEY)
-        if isinstance(parent, trace.Span):
-            _, _, _, flags, _, valid = parent.get_span_context()  # a tuple: one unpack, no properties
-            if valid and not flags & 1 and not parent.is_recording():
-                # An unsampled trace: every sampler we configure is parent-based, so a child of this
-                # span would be a non-recording span nobody sees. Skip creating it (~20 us per span
-                # at the production ratio, where most requests are unsampled); the caller gets the
-                # parent, whose context (same trace, not sampled) is what the child would have
-                # propagated.
-                return parent, None
+        parent = trace.get_current_span(ctx)  # INVALID_SPAN (not valid) when there is none
+        _, _, _, flags, _, valid = parent.get_span_context()  # a tuple: one unpack, no properties
+        if valid and not flags & 1 and not parent.is_recording():
+            # An unsampled trace: every sampler we configure is parent-based, so a child of this
+            # span would be a non-recording span nobody sees. Skip creating it (~20 us per span
+            # at the production ratio, where most requests are unsampled); the caller gets the
+            # parent, whose context (same trace, not sampled) is what the child would have
+            # propagated.
+            return parent, None
         # start_span + attach directly: start_as_current_span stacks two generator-based context
         # managers (~15 us per span on the router's hot path, measured) for the same effect. The
         # context is passed on, so that it is looked up once.

@@ -125,9 +125,12 @@ def create_app(settings: HasherSettings, *, tracing: TracingSettings | None = No
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(request, 400, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+        # As every component: 422 invalid_request, "loc: msg" of the first ten problems (never the
+        # input: it may be an image). The Open Inference Protocol's routes keep its 400.
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg', 'invalid')}"
+                             for e in exc.errors()[:10]) or "invalid request"
+        status = 400 if request.url.path.startswith("/v2/") else 422
+        return _error(request, status, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -38,3 +38,15 @@ def test_each_mode_is_followed_by_its_variant_with_the_variable_on_the_router(be
         "off", "ratio=1.0", "ratio=1.0, stock SDK", "ratio=0.1"]
     with pytest.raises(SystemExit, match="unknown mode"):
         bench_tracing.selected_modes(sink, ["off", "ratio=2"], {})
+
+
+def test_with_a_baseline_each_mode_is_followed_by_the_same_mode_on_the_baseline_tree(
+        bench_tracing: ModuleType, tmp_path: Path) -> None:
+    sink = SimpleNamespace(endpoint="http://127.0.0.1:4318")
+    modes = bench_tracing.selected_modes(sink, ["off", "ratio=1.0"], {}, tmp_path)
+    assert [(m.name, m.src) for m in modes] == [
+        ("off", bench_tracing.REPO), ("base: off", tmp_path),
+        ("ratio=1.0", bench_tracing.REPO), ("base: ratio=1.0", tmp_path)]
+    assert modes[3].env == modes[2].env  # the same variables on both trees
+    with_variant = bench_tracing.selected_modes(sink, ["off"], {"X": "1"}, tmp_path)
+    assert [m.name for m in with_variant] == ["off", "base: off", "off [X=1]", "base: off [X=1]"]

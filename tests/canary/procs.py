@@ -8,10 +8,7 @@ launcher does, so the CLI's local mode finds it exactly as on a laptop.
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,41 +18,11 @@ import yaml
 
 from router.auth import hash_key
 from servestack.stackfile import StackInfo, write_stack_file
-from tests.observability.otlp_sink import free_port
+from tests.support.procs import free_port, process
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[2]
 CLIENT_KEY, ADMIN_KEY = "sk-canary-client", "sk-canary-admin"
-
-
-@contextlib.contextmanager
-def process(argv: Sequence[str], ready_url: str, log: Path, env: dict[str, str] | None = None,
-            timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
-    """Start ``argv``, wait for ``ready_url`` to answer 200, stop it (TERM, then KILL) afterwards."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, **(env or {})})
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{argv} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    if httpx.get(ready_url, timeout=1.0).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass  # not listening yet
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{ready_url} not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
-                time.sleep(0.1)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def test_step_weights_and_terminal_states() -> None:
 def test_precision_canary_is_judged_by_bit_agreement() -> None:
     """fp32 -> int8: same weights, so codes are compared bit by bit on shadowed requests.
 
-    FINDINGS.md measured int8 agreeing with fp32 on 96.9-99.0 % of bits with conditioned weights;
+    Measured: int8 agreeing with fp32 on 96.9-99.0 % of bits with conditioned weights;
     a broken quantisation (naive random init: 62 %) must be stopped.
     """
     a = CanaryAnalysis.model_validate({

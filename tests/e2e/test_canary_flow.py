@@ -14,11 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +23,10 @@ import pytest
 
 from servestack import canary_cmd
 from servestack.stackfile import StackInfo
+from tests.support.procs import free_port, process
+from tests.support.stack import CACHE_DIR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[2]
 THRESHOLD = 2
 
 
@@ -96,9 +93,7 @@ def test_face_canary_is_promoted_and_the_experiment_page_shows_it(stack: StackIn
 def test_faulty_face_canary_is_rolled_back(stack: StackInfo) -> None:
     with policy_restored(stack) as original:
         # The fault: a new arm whose backend listens nowhere (connection refused), falling back to v1.
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            dead = s.getsockname()[1]
+        dead = free_port()  # nothing listens there
         broken = json.loads(json.dumps(original))
         broken["backends"]["hasher-face-broken"] = {"endpoints": [f"http://127.0.0.1:{dead}"],
                                                     "fallback": ["hasher-face-v1"]}
@@ -115,34 +110,15 @@ def test_faulty_face_canary_is_rolled_back(stack: StackInfo) -> None:
 
 @contextlib.contextmanager
 def hasher(stack: StackInfo, precision: str, log: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "SERVESTACK_HASHER_MODEL": "face", "SERVESTACK_HASHER_VERSION": "1",
+    port = free_port()
+    env = {"SERVESTACK_HASHER_MODEL": "face", "SERVESTACK_HASHER_VERSION": "1",
            "SERVESTACK_HASHER_PORT": str(port), "SERVESTACK_HASHER_THREADS": "1",
            "SERVESTACK_HASHER_BACKEND": "openvino", "SERVESTACK_HASHER_PRECISION": precision,
-           "SERVESTACK_HASHER_CACHE_DIR": str(REPO / ".servestack" / "cache")}
+           "SERVESTACK_HASHER_CACHE_DIR": str(CACHE_DIR)}
     url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "trt_serving"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                cwd=REPO)
-        try:
-            deadline = time.monotonic() + 900
-            while True:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"{precision} hasher not ready:\n{log.read_text()[-3000:]}"
-                time.sleep(1)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+    with process([sys.executable, "-m", "trt_serving"], f"{url}/v2/health/ready", log, env=env, timeout_s=900,
+                 stop_timeout_s=20):
+        yield url
 
 
 def test_precision_canary_fp32_to_int8_is_judged_by_bit_agreement(stack: StackInfo, tmp_path: Path) -> None:

@@ -9,13 +9,18 @@ pod's server span under the router's client span, the hasher request span with i
 size, the batch span linking to it, and the explainer's server, prompt, generation and grounding
 spans under the router's explain call. Spans are matched by name and structure (OTLP as oteltap
 hands it over carries no resource per span).
+
+It runs twice: on the session's stack (tracing.lean's tracer, tracing.otlp_encode's encoder) and on
+a stack of its own started with the escape hatches, ``SERVESTACK_TRACER=sdk`` and
+``SERVESTACK_OTLP_ENCODER=official`` (the SDK's tracer and the exporter's own encoding), so that
+both keep producing the same trace.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -25,12 +30,28 @@ from opentelemetry.trace import SpanKind
 from servestack.samples import write_samples
 from servestack.stackfile import StackInfo
 from tests.observability.otlp_sink import CapturedSpan, OtlpSink, by_name, one
+from tests.support.stack import running_stack
 from tracing import TracingSettings, inject_headers, setup_telemetry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SUBJECT = "trace-flow-subject"
 HASHER_PATHS = re.compile(r"^/v1/hash$|^/v2/models/")
+
+
+STOCK_SDK = {"SERVESTACK_TRACER": "sdk", "SERVESTACK_OTLP_ENCODER": "official"}
+
+
+@pytest.fixture(params=["lean", "stock-sdk"])
+def traced_stack(request: pytest.FixtureRequest, otlp_endpoint: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+    """The session's stack (lean tracer, fast encoder), or one of its own with the SDK's tracer and
+    the official encoder, exporting to the same receiver."""
+    if request.param == "lean":
+        yield request.getfixturevalue("stack")
+        return
+    with running_stack(tmp_path_factory.mktemp("stack-stock-sdk"), otlp_endpoint, env=STOCK_SDK) as info:
+        yield info
 
 
 def _b64(path: Path) -> str:
@@ -83,7 +104,9 @@ def _complete(spans: Sequence[CapturedSpan]) -> bool:
     )
 
 
-def test_verify_and_explanation_form_one_trace(stack: StackInfo, otlp_receiver: OtlpSink, tmp_path: Path) -> None:
+def test_verify_and_explanation_form_one_trace(traced_stack: StackInfo, otlp_receiver: OtlpSink,
+                                               tmp_path: Path) -> None:
+    stack = traced_stack
     samples = write_samples(tmp_path)
     images = {"face": _b64(samples["face"]), "fingerprint": _b64(samples["fingerprint"])}
     auth = {"Authorization": f"Bearer {stack.api_key}"}

@@ -2,7 +2,7 @@
 
 COPY sources exist and survive .dockerignore, every extra named exists in pyproject.toml, every
 `python -m X` names a runnable module, the images the overlays deploy are the ones built here,
-and the CPU image follows the install recipe that works (FINDINGS.md).
+and the CPU image follows the install recipe that works (docs/ARCHITECTURE.md, vLLM on CPU).
 """
 
 from __future__ import annotations

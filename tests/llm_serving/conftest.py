@@ -10,37 +10,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.procs import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("SERVESTACK_TEST_CACHE_DIR", REPO / ".servestack" / "cache"))
 START_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:  # not listening yet
-        return False
-
-
 @pytest.fixture(scope="session")
 def explainer_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("explainer") / "explainer.log"
     env = {
         **os.environ,
@@ -56,15 +42,10 @@ def explainer_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen([sys.executable, "-m", "llm_serving"], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"explainer exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            if _ready(url):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"explainer not ready after {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
+        try:
+            wait_ready(f"{url}/readyz", proc, log=log_path, timeout_s=START_TIMEOUT_S, interval_s=0.5)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"explainer did not start: {exc}")
         yield url
     finally:
         proc.terminate()  # uvicorn's graceful shutdown stops the vLLM engine processes

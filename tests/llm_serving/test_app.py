@@ -201,11 +201,11 @@ async def test_client_disconnect_aborts_the_generation() -> None:
 @pytest.mark.parametrize(
     ("mutate", "status", "code"),
     [
-        (lambda r: r.pop("decision"), 422, "invalid_input"),
-        (lambda r: r["modalities"][0].update(distance=200), 422, "invalid_input"),
-        (lambda r: r.update(threshold=2), 422, "invalid_input"),
-        (lambda r: r.update(decision="reject"), 422, "invalid_input"),  # contradicts 12 <= 30
-        (lambda r: r.update(extra_field=1), 422, "invalid_input"),
+        (lambda r: r.pop("decision"), 422, "invalid_request"),
+        (lambda r: r["modalities"][0].update(distance=200), 422, "invalid_request"),
+        (lambda r: r.update(threshold=2), 422, "invalid_request"),
+        (lambda r: r.update(decision="reject"), 422, "invalid_request"),  # contradicts 12 <= 30
+        (lambda r: r.update(extra_field=1), 422, "invalid_request"),
         (lambda r: r.update(audit_id="x" * 20_000), 413, "payload_too_large"),
     ],
 )
@@ -227,7 +227,7 @@ async def test_malformed_json_and_not_ready() -> None:
         busy = await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
         ready = await client.get("/readyz")
         health = await client.get("/healthz")
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
     assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
     assert ready.status_code == 503 and health.status_code == 200
 

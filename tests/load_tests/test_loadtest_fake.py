@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from servestack import loadtest_cmd
+from tests.support.procs import stop
 
 FAKE = Path(__file__).parent / "fake_router.py"
 KEY = "sk-test-fake"
@@ -32,8 +33,9 @@ def _start_fake(*extra: str) -> tuple[subprocess.Popen[str], str]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
-        proc.kill()
-        pytest.fail(f"fake router did not start: {line}{proc.stdout.read()}")
+        output = proc.stdout.read()
+        stop(proc)
+        pytest.fail(f"fake router did not start: {line}{output}")
     return proc, f"http://127.0.0.1:{line.split()[-1]}"
 
 
@@ -41,8 +43,7 @@ def _start_fake(*extra: str) -> tuple[subprocess.Popen[str], str]:
 def fake_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc, url = _start_fake()
     yield proc, url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 @pytest.fixture
@@ -54,8 +55,7 @@ def fake_router(fake_process: tuple[subprocess.Popen[str], str]) -> str:
 def failing_fake_router() -> Iterator[str]:
     proc, url = _start_fake("--hash-status", "503")
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 def _loadtest(*argv: str) -> int:

@@ -15,7 +15,6 @@ resolves ``tests`` as a namespace package rooted at the repository).
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,16 +26,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
 
+from tests.support.procs import free_port
+
 # Span.flags bits of the OTLP protocol: bit 8 says whether bit 9 is known; bit 9 = parent is remote.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-
-
-def free_port() -> int:
-    """An ephemeral port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _value(v: AnyValue) -> Any:

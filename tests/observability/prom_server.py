@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from tests.observability.otlp_sink import free_port
+from tests.support.procs import free_port
 
 # stack.json service name prefix -> job label; the alert rules and the dashboard use these jobs.
 JOBS = (("router", "servestack-router"), ("hasher", "servestack-hasher"), ("explainer", "servestack-explainer"))

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from tests.observability.monitoring_assets import RULES, rules
-from tests.observability.otlp_sink import free_port
 from tests.observability.prom_server import PrometheusServer, prometheus_binary, render_config, targets_from_services
+from tests.support.procs import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,6 +27,7 @@ def exporter_url() -> Iterator[str]:
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     yield f"http://127.0.0.1:{port}"
     server.shutdown()
+    server.server_close()  # shutdown() stops serving; the listening socket closes here
     thread.join(5)
 
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.observability.otlp_sink import free_port
+from tests.support.procs import free_port
 from tracing import Telemetry, TracingSettings, register_span_metrics, setup_telemetry
 from tracing.batch import BoundedBatchSpanProcessor
 

@@ -18,7 +18,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace.span import TraceState
 
 from tracing import TracingSettings, setup_telemetry, traced
-from tracing.lean import MAX_ATTRIBUTES, LeanSpan, LeanTracer
+from tracing.lean import MAX_ATTRIBUTES, LeanSpan, LeanTracer, SpanProcessors
 from tracing.otlp_encode import encode_request
 
 RESOURCE = Resource({"service.name": "servestack-test", "n": 3})
@@ -28,7 +28,7 @@ def _tracers(ratio: float = 1.0) -> tuple[tuple[trace.Tracer, InMemorySpanExport
     """(SDK tracer, its spans) and (lean tracer, its spans) over the same resource and sampler."""
     out = []
     for lean in (False, True):
-        processor = SynchronousMultiSpanProcessor()
+        processor = SpanProcessors()  # what setup_telemetry gives the provider
         provider = TracerProvider(resource=RESOURCE, sampler=ParentBased(TraceIdRatioBased(ratio)),
                                   active_span_processor=processor)
         memory = InMemorySpanExporter()

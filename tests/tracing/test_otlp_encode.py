@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-import requests
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -131,35 +129,6 @@ def test_the_exporter_delivers_through_the_official_transport(sink: OtlpSink) ->
     (span,) = sink.wait_for(lambda s: len(s) == 1, timeout_s=5)
     assert (span.name, span.attributes) == ("verify", {"servestack.arm": "v2"})
     exporter.shutdown()
-
-
-def test_the_exporter_takes_the_urllib3_transport_only_where_requests_changes_nothing(
-    sink: OtlpSink, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    provider, memory = _provider()
-    with provider.get_tracer("t").start_as_current_span("verify"):
-        pass
-    plain = FastOTLPSpanExporter(endpoint=sink.traces_url, timeout=5)
-    assert type(plain._client._transport).__name__ == "Urllib3HTTPTransport"
-    assert plain.export(list(memory.get_finished_spans())) is SpanExportResult.SUCCESS
-    assert [s.name for s in sink.wait_for(lambda s: len(s) == 1, timeout_s=5)] == ["verify"]
-    plain.shutdown()
-    # A proxy variable, a .netrc file, a caller's session or an https endpoint: requests as shipped.
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert type(FastOTLPSpanExporter(endpoint=sink.traces_url)._client._transport).__name__ == "RequestsHTTPTransport"
-    monkeypatch.delenv("HTTPS_PROXY")
-    (tmp_path / "netrc").write_text("machine collector login u password p\n")
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    assert type(FastOTLPSpanExporter(endpoint=sink.traces_url)._client._transport).__name__ == "RequestsHTTPTransport"
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    assert type(FastOTLPSpanExporter(endpoint="https://collector:4318/v1/traces")._client._transport).__name__ \
-        == "RequestsHTTPTransport"
-    session = requests.Session()
-    exporter = FastOTLPSpanExporter(endpoint=sink.traces_url, session=session)
-    assert exporter._client._transport._session is session
 
 
 def test_lean_spans_of_the_common_shape_encode_like_the_official_encoder() -> None:

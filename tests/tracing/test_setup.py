@@ -13,7 +13,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.trace import SpanContext, TraceFlags, get_current_span, set_span_in_context
 from opentelemetry.trace.span import NonRecordingSpan
 
-from tests.observability.otlp_sink import OtlpSink, free_port, one
+from tests.observability.otlp_sink import OtlpSink, one
+from tests.support.procs import free_port
 from tracing import TracingSettings, setup_telemetry
 
 # -- TracingSettings.from_env -----------------------------------------------------------------

@@ -3,56 +3,29 @@
 from __future__ import annotations
 
 import base64
-import os
-import socket
-import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.support.procs import free_port, process
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def pod_url(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def pod_url(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    log = tmp_path_factory.mktemp("pod") / "pod.log"
-    env = {**os.environ, "SERVESTACK_HASHER_MODEL": "fingerprint", "SERVESTACK_HASHER_VERSION": "1",
+    env = {"SERVESTACK_HASHER_MODEL": "fingerprint", "SERVESTACK_HASHER_VERSION": "1",
            "SERVESTACK_HASHER_PORT": str(port), "SERVESTACK_HASHER_CACHE_DIR": str(cache_dir),
            "SERVESTACK_HASHER_THREADS": "1", "OMP_NUM_THREADS": "1", "OTEL_SDK_DISABLED": "true"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "trt_serving"], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("pod not ready:\n" + log.read_text()[-3000:])
+    with process([sys.executable, "-m", "trt_serving"], f"{url}/v2/health/ready",
+                 tmp_path_factory.mktemp("pod") / "pod.log", env=env, timeout_s=300, stop_timeout_s=20):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_tritonclient_gets_the_same_codes_as_v1_hash(pod_url: str, helpers) -> None:  # noqa: ANN001

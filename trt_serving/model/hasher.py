@@ -67,7 +67,7 @@ class ModelCard:
         return cls(preprocessing=Preprocessing(**pre), **raw)
 
 
-# DESIGN.md: face = ResNet50 on RGB, fingerprint = ResNet18 on grayscale replicated to 3 channels.
+# docs/ARCHITECTURE.md: face = ResNet50 on RGB, fingerprint = ResNet18 on grayscale replicated to 3 channels.
 MODALITY_ARCH = {"face": "resnet50", "fingerprint": "resnet18"}
 
 

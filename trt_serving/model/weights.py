@@ -1,7 +1,8 @@
 """Deterministic, well-conditioned default weights per (model, version), cached on disk.
 
 A naively initialised ResNet50 amplifies numeric noise ~90x by layer4: its int8 codes agree with
-fp32 on only ~62-72 % of bits. The recipe (FINDINGS.md) that makes reduced precisions usable:
+fp32 on only ~62-72 % of bits. The recipe (docs/ARCHITECTURE.md, platform facts) that makes
+reduced precisions usable:
 
 1. torchvision's He init from a seed derived from (model, version) — versions differ;
 2. the last BatchNorm of every residual block scaled to 0.2 (residual branches start small, the

@@ -1,0 +1,1 @@
+"""Helpers shared by tests and bench scripts: free ports, readiness polls, real processes."""
