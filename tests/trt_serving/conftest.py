@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.support.procs import free_port, process
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO / ".servestack" / "cache"
@@ -68,42 +66,17 @@ def cache_dir() -> Path:
     return CACHE_DIR
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def fingerprint_pod(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(HTTP base URL, gRPC host:port) of one real fingerprint pod process (`python -m trt_serving`)."""
     port, grpc_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("pod") / "pod.log"
-    env = {**os.environ, "SERVESTACK_HASHER_MODEL": "fingerprint", "SERVESTACK_HASHER_VERSION": "1",
+    env = {"SERVESTACK_HASHER_MODEL": "fingerprint", "SERVESTACK_HASHER_VERSION": "1",
            "SERVESTACK_HASHER_PORT": str(port), "SERVESTACK_HASHER_GRPC_PORT": str(grpc_port),
            "SERVESTACK_HASHER_CACHE_DIR": str(cache_dir), "SERVESTACK_HASHER_THREADS": "1", "OMP_NUM_THREADS": "1",
            # Small enough that the fuzzer's boundary cases (maxLength of each image) stay cheap.
            "SERVESTACK_HASHER_MAX_IMAGE_BYTES": "262144",
            "OTEL_SDK_DISABLED": "true"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "trt_serving"], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "pod not ready:\n" + log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    with process([sys.executable, "-m", "trt_serving"], f"{url}/v2/health/ready",
+                 tmp_path_factory.mktemp("pod") / "pod.log", env=env, timeout_s=300, stop_timeout_s=20):
         yield url, f"127.0.0.1:{grpc_port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
