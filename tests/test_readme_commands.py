@@ -25,6 +25,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.procs import stop
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 FIRST_PARTY = {"servestack", "router", "canary", "trt_serving", "llm_serving", "tracing", "load_tests", "tests",
@@ -209,11 +211,10 @@ def fake_router() -> Iterator[str]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     try:
-        assert line.startswith("listening on "), line + proc.stdout.read()
+        assert line.startswith("listening on "), line
         yield f"http://127.0.0.1:{line.split()[-1]}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)  # and close its pipe
 
 
 def test_loadtest_runs_in_the_run_environment(fake_router: str, run_env: dict[str, str], tmp_path: Path) -> None:
