@@ -59,16 +59,16 @@ def _document_statuses(schema: dict[str, Any]) -> None:
     for path, ops in schema["paths"].items():
         for method, op in ops.items():
             responses = op["responses"]
-            for status in EXTRA_STATUSES.get((method, path), set()):
-                responses.setdefault(str(status), {"description": _DESCRIPTIONS[status],
-                                                   "content": {"application/json": {"schema": ERROR_REF}}})
-            for status, response in responses.items():
-                if status >= "400" and "application/json" not in response.get("content", {}):
+            for extra in EXTRA_STATUSES.get((method, path), set()):
+                responses.setdefault(str(extra), {"description": _DESCRIPTIONS[extra],
+                                                  "content": {"application/json": {"schema": ERROR_REF}}})
+            for code, response in responses.items():
+                if code >= "400" and "application/json" not in response.get("content", {}):
                     # Errors are JSON even where the success is a page (the experiment report).
                     response["content"] = {"application/json": {"schema": ERROR_REF}}
-            for status in ("429", "503"):
-                if status in responses:
-                    responses[status].setdefault("headers", _RETRY_AFTER)
+            for code in ("429", "503"):
+                if code in responses:
+                    responses[code].setdefault("headers", _RETRY_AFTER)
             if path.startswith(SECURED_PREFIXES):
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
 

@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from router.config import THRESHOLD_MAX, THRESHOLD_MIN
 from router.errors import InvalidInput, PayloadTooLarge
@@ -22,9 +23,10 @@ class _Strict(BaseModel):
 
 # Documented for the OpenAPI schema; check_image enforces them (400 invalid_input, 413 above the size
 # limit, which router.openapi_contract writes into the schema from the settings).
-_IMAGE_SCHEMA = {"pattern": BASE64_PATTERN, "minLength": 4}
+_IMAGE_SCHEMA: JsonDict = {"pattern": BASE64_PATTERN, "minLength": 4}
 # At least one modality: the schema's anyOf says what _some_modality enforces.
-_SOME_MODALITY = {"anyOf": [{"required": [m], "properties": {m: {"type": "string"}}} for m in ("face", "fingerprint")]}
+_SOME_MODALITY: JsonDict = {
+    "anyOf": [{"required": [m], "properties": {m: {"type": "string"}}} for m in ("face", "fingerprint")]}
 
 
 class EnrollRequest(_Strict):
