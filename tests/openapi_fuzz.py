@@ -4,8 +4,9 @@
 (examples, coverage, fuzzing, stateful) and every check: no 5xx, status codes, content types,
 headers and bodies as documented, schema-invalid data rejected, schema-valid data accepted, 405s
 with a correct ``Allow``, links followed in stateful sequences. ``max_examples`` bounds the cases
-per operation and ``max_time_s`` the run; a fixed seed makes a failure reproducible (the report
-names each case, and ``st replay`` replays it). ``assert_clean`` requires zero failures and errors.
+per operation (no time budget by default: with one, Schemathesis repeats fuzzing and stateful
+testing until it is spent); a fixed seed makes a failure reproducible (the report names each case,
+and ``st replay`` replays it). ``assert_clean`` requires zero failures and errors.
 
 The checks that need the schema to say more than JSON Schema can (an image string that is valid
 base64 yet not an image is a 400, not a schema violation) are tuned per operation through
@@ -48,7 +49,7 @@ def _st() -> list[str]:
 
 
 def fuzz(base_url: str, workdir: Path, *, include_paths: tuple[str, ...] = (), headers: dict[str, str] | None = None,
-         max_examples: int = 20, max_time_s: int = 50, seed: int = 20, config: str = "",
+         max_examples: int = 20, max_time_s: int | None = None, seed: int = 20, config: str = "",
          timeout_s: float = 120) -> FuzzRun:
     """Run Schemathesis against the service at ``base_url``; ``workdir`` holds its config, cache and report."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +58,9 @@ def fuzz(base_url: str, workdir: Path, *, include_paths: tuple[str, ...] = (), h
     report = workdir / "report.json"
     argv = [*_st(), "--no-color", "--config-file", str(config_path), "run", f"{base_url}/openapi.json",
             "--phases", PHASES, "--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed),
-            "--max-time", str(max_time_s), "--workers", "1", "--request-timeout", "30",
-            "--report", "json", "--report-json-path", str(report)]
+            "--workers", "1", "--request-timeout", "30", "--report", "json", "--report-json-path", str(report)]
+    if max_time_s is not None:  # a budget that fuzzing and stateful testing repeat until it is spent
+        argv += ["--max-time", str(max_time_s)]
     for path in include_paths:
         argv += ["--include-path", path]
     for name, value in (headers or {}).items():
