@@ -12,6 +12,9 @@ A policy reads like the CRD users know (camelCase is accepted too)::
       - {name: request-duration, threshold_range: {max: 150}}   # p99, ms
       - {name: decision-agreement, threshold_range: {min: 98}}  # percent, shadowed requests
       - {name: bit-agreement, threshold_range: {min: 95}}       # percent of code bits
+    error_gates:             # ServeStack: error rates from labelled outcomes (canary.error_gates)
+      - {metric: frr, max: 1, confidence: 95, mode: non-inferiority}  # FRR <= stable + 1 point
+      - {metric: far, max: 0, mode: no-harm}                         # FAR not above stable's
 
 The semantics are Flagger's scheduler (``pkg/controller/scheduler.go``): every interval the
 checks run against the canary's metrics; a failed check increments ``failed_checks`` and the
@@ -27,12 +30,14 @@ exactly ``threshold`` intervals of traffic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from canary.error_gates import ErrorGate, ErrorMetric, RateDifference
 from canary.state import CanaryState
 
 MetricName = Literal["request-success-rate", "error-rate", "request-duration", "decision-agreement", "bit-agreement"]
@@ -80,7 +85,7 @@ class MetricCheck(_FlaggerShaped):
 class CheckResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    name: MetricName
+    name: MetricName | ErrorMetric
     value: float | None = Field(description="None: no data this interval")
     passed: bool | None = Field(description="None: no data, not judged")
     text: str = Field(description='readable, e.g. "p99 212 ms > 150 ms"')
@@ -105,6 +110,7 @@ class MetricsSnapshot:
     decisions_agreed: float = 0.0
     bits_compared: float = 0.0
     bits_agreed: float = 0.0
+    error_differences: Mapping[str, RateDifference] = field(default_factory=dict)  # "frr"/"far": canary - stable
 
     def value(self, name: MetricName) -> float | None:
         """The metric in the unit its threshold uses (percent or ms); None when unmeasured."""
@@ -159,6 +165,16 @@ def check_metric(metric: MetricCheck, snapshot: MetricsSnapshot) -> CheckResult:
     return CheckResult(name=metric.name, value=value, passed=True, text=f"{shown} {bound} {unit}")
 
 
+def check_gate(gate: ErrorGate, snapshot: MetricsSnapshot) -> CheckResult:
+    """Judge one error-rate gate on the snapshot's canary - stable difference."""
+    diff = snapshot.error_differences.get(gate.metric)
+    passed, text = gate.judge(diff)
+    value = None if diff is None else 100 * diff.difference
+    if passed is None:
+        return CheckResult(name=gate.metric, value=None, passed=None, text=f"{gate.metric.upper()}: {text}")
+    return CheckResult(name=gate.metric, value=value, passed=passed, text=text)
+
+
 class CanaryAnalysis(_FlaggerShaped):
     """Flagger's CanaryAnalysis (weight-shifting part) plus ``min_requests``."""
 
@@ -171,6 +187,7 @@ class CanaryAnalysis(_FlaggerShaped):
         20, ge=0, description="ServeStack: canary requests an interval needs before it is judged (else hold)",
     )
     metrics: list[MetricCheck] = Field(default_factory=list)
+    error_gates: list[ErrorGate] = Field(default_factory=list, description="FAR/FRR from labelled outcomes")
 
     @model_validator(mode="after")
     def _steps(self) -> CanaryAnalysis:
@@ -223,7 +240,8 @@ class CanaryAnalysis(_FlaggerShaped):
                       f"< {self.min_requests} in {_fmt(snapshot.window_s)} s")
             return self._hold(judged, reason, [])
 
-        checks = [check_metric(m, snapshot) for m in self.metrics]
+        checks = [check_metric(m, snapshot) for m in self.metrics] + [
+            check_gate(g, snapshot) for g in self.error_gates]
         failed = [c for c in checks if c.passed is False]
         if failed:
             return self._failed(judged, "halt: " + "; ".join(c.text for c in failed), checks)

@@ -62,6 +62,7 @@ class LoadConfig:
     seed: int = 0
     fingerprint_share: float = 0.3
     impostor_share: float = 0.05
+    labelled_impostor_share: float = 0.3
     hash_batch: int = 1
     wait_min_s: float = 0.1
     wait_max_s: float = 0.5
@@ -84,6 +85,7 @@ class LoadConfig:
             seed=_int(env, "SEED", 0, 0, 2**31),
             fingerprint_share=_float(env, "FINGERPRINT_SHARE", 0.3, 0, 1),
             impostor_share=_float(env, "IMPOSTOR_SHARE", 0.05, 0, 1),
+            labelled_impostor_share=_float(env, "LABELLED_IMPOSTOR_SHARE", 0.3, 0, 1),
             hash_batch=_int(env, "HASH_BATCH", 1, 1, 64),
             wait_min_s=wait_min,
             wait_max_s=wait_max,

@@ -7,6 +7,7 @@
 | `HashUser` | /v1/hash of face or fingerprint images (batch of SERVESTACK_LOADTEST_HASH_BATCH) |
 | `ExplainUser` | a verification, then its explanation streamed over SSE (time to first token) |
 | `MixedUser` | 70 % verify, 10 % enrol, 10 % hash, 5 % audit read, 5 % streamed explanation |
+| `LabelledUser` | genuine and impostor probes with known truth, each outcome posted back (FAR/FRR per arm) |
 
 FastHttpUser (geventhttpclient) because on 2 cores HttpUser saturates before the server does.
 Every verified subject is enrolled first, once per Locust process (concurrent users drawing the
@@ -42,6 +43,7 @@ from load_tests.payloads import (
     F_AUDIT_ID,
     HASH_PATH,
     MODALITIES,
+    OUTCOME_PATH,
     VERIFY_PATH,
     Modality,
     arms_of,
@@ -57,6 +59,7 @@ from load_tests.summary import FINAL_FAILURES_CSV, FINAL_STATS_CSV
 
 AUDIT_NAME = AUDIT_PATH.replace("{audit_id}", "{id}")
 EXPLANATION_NAME = EXPLANATION_PATH.replace("{audit_id}", "{id}")
+OUTCOME_NAME = OUTCOME_PATH.replace("{audit_id}", "{id}")
 
 
 def _json(resp: ResponseContextManager) -> Any:
@@ -135,24 +138,35 @@ class ServeStackUser(FastHttpUser):
         self.enroll(wire_id, image_index)
 
     # --- verification ------------------------------------------------------------------------------
-    def _probe_images(self, subject: int, modalities: tuple[Modality, ...]) -> dict[Modality, str]:
+    def _probe_images(self, subject: int, modalities: tuple[Modality, ...], impostor_share: float
+                      ) -> tuple[dict[Modality, str], bool]:
+        """The probe images and whether they are the subject's own (genuine) or another scene's."""
         ctx = self.ctx
         probe = subject
-        if ctx.rng.random() < ctx.config.impostor_share and ctx.images.size > 1:
+        if ctx.rng.random() < impostor_share and ctx.images.size > 1:
             probe = subject + 1 + int(ctx.rng.integers(ctx.images.size - 1))  # another scene
-        return {m: ctx.images.probe_of(probe, m).b64 for m in modalities}
+        return {m: ctx.images.probe_of(probe, m).b64 for m in modalities}, probe == subject
 
-    def verify(self) -> str | None:
-        """One verification of a Zipf-drawn subject; returns its audit id when it succeeded."""
+    def verify(self, labelled: bool = False) -> str | None:
+        """One verification of a Zipf-drawn subject; returns its audit id when it succeeded.
+
+        With ``labelled`` the impostor share is the labelled scenario's, and the known truth of
+        the probe is posted back as the record's outcome.
+        """
         ctx = self.ctx
         subject = ctx.subjects.sample(ctx.rng)
         if not self.ensure_enrolled(subject):
             return None
         both = ctx.rng.random() < ctx.config.fingerprint_share
         modalities: tuple[Modality, ...] = MODALITIES if both else ("face",)
-        body = verify_body(subject_id(subject), self._probe_images(subject, modalities))
+        share = ctx.config.labelled_impostor_share if labelled else ctx.config.impostor_share
+        images, genuine = self._probe_images(subject, modalities, share)
+        body = verify_body(subject_id(subject), images)
         with self.client.post(VERIFY_PATH, json=body, headers=self.headers,
                               name=f"{VERIFY_PATH} ({'+'.join(modalities)})", catch_response=True) as resp:
+            if resp.status_code == 429 and error_code_of(_json(resp)) == "subject_locked":
+                resp.success()  # the router throttling repeated impostor tries on one subject: working as meant
+                return None
             if resp.status_code != 200:
                 fail_status(resp)
                 return None
@@ -164,7 +178,15 @@ class ServeStackUser(FastHttpUser):
             ctx.recorder.record_arms("verify", arms, resp.request_meta["response_time"])
             audit_id = str(data[F_AUDIT_ID])
             self.audit_ids.append(audit_id)
-            return audit_id
+        if labelled:
+            self.post_outcome(audit_id, genuine)
+        return audit_id
+
+    def post_outcome(self, audit_id: str, genuine: bool) -> None:
+        with self.client.post(OUTCOME_PATH.format(audit_id=audit_id), json={"genuine": genuine},
+                              headers=self.headers, name=OUTCOME_NAME, catch_response=True) as resp:
+            if resp.status_code != 200:
+                fail_status(resp)
 
     def read_audit(self) -> None:
         if not self.audit_ids:
@@ -270,6 +292,15 @@ class ExplainUser(ServeStackUser):
     @task
     def explain_task(self) -> None:
         self.explain()
+
+
+class LabelledUser(ServeStackUser):
+    """Verifications with known truth (genuine probes and impostor probes of another scene), each
+    outcome posted to /v1/audit/{id}/outcome: the experiment report then has FAR and FRR per arm."""
+
+    @task
+    def labelled_task(self) -> None:
+        self.verify(labelled=True)
 
 
 class MixedUser(ServeStackUser):

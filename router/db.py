@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import make_url
@@ -76,7 +78,22 @@ audit_modalities = Table(
     Column("decision", String(8), nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("policy_version", Integer, nullable=True),  # v3: the policy version that chose the arm
+    Column("assignment", String(16), nullable=True),  # v3: randomised | pinned | fallback | shadow | migration
     Index("ix_audit_modalities_route_created", "route", "created_at"),
+)
+audit_outcomes = Table(  # v3: labelled ground truth of a verification, posted after the fact
+    "audit_outcomes", metadata,
+    Column("audit_id", String(32), primary_key=True),
+    Column("genuine", Boolean, nullable=False),
+    Column("labelled_at", Float, nullable=False),
+)
+policy_versions = Table(  # v3: the weights each policy version put in force, per route (for SRM)
+    "policy_versions", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("route", String(64), primary_key=True),
+    Column("weights", Text, nullable=False),  # JSON {arm: weight}, in arm order
+    Column("applied_at", Float, nullable=False),
 )
 templates = Table(
     "templates", metadata,
@@ -94,13 +111,41 @@ def _v1_initial(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v3_experiments(conn: Connection) -> None:
+    """Assignment kind and policy version per modality row; labelled outcomes; weights per policy version.
+
+    Explicit DDL: v1 creates ``audit_modalities`` from the table object above, which now lists the
+    new columns, so a database created fresh already has them; an older one gets them here.
+    """
+    have = {c["name"] for c in inspect(conn).get_columns("audit_modalities")}
+    if "policy_version" not in have:
+        conn.exec_driver_sql("ALTER TABLE audit_modalities ADD COLUMN policy_version INTEGER")
+    if "assignment" not in have:
+        conn.exec_driver_sql("ALTER TABLE audit_modalities ADD COLUMN assignment VARCHAR(16)")
+    for table in (audit_outcomes, policy_versions):
+        table.create(conn, checkfirst=True)
+
+
+def _v4_rate_buckets(conn: Connection) -> None:
+    # Written out, not derived from a Table: a migration must not change when the model does.
+    # One token bucket per API key, shared by every router replica (router/ratelimit_store.py).
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS rate_buckets ("
+        " key VARCHAR(128) NOT NULL PRIMARY KEY,"
+        " tokens DOUBLE PRECISION NOT NULL,"
+        " updated_at DOUBLE PRECISION NOT NULL)"
+    )
+
+
 # Append-only: (version, name, step). A step receives a connection inside the migration transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial: audit_records, audit_modalities, templates", _v1_initial),
+    (3, "experiments: assignment kind and policy version per row, audit_outcomes, policy_versions", _v3_experiments),
+    (4, "rate_buckets: per-key token buckets shared by router replicas", _v4_rate_buckets),
 ]
 
 
-def _enable_wal(cur: Any, timeout_s: float = 30.0) -> None:
+def enable_wal(cur: Any, timeout_s: float = 30.0) -> None:
     """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock it needs.
 
     Switching a new file to WAL takes an exclusive lock without calling the busy handler, so two
@@ -128,7 +173,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            _enable_wal(cur)
+            enable_wal(cur)
             cur.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acked = durable
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()

@@ -9,6 +9,8 @@
     ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
     │   └── NotEnrolled (404 not_enrolled)
+    ├── Conflict (409 conflict)
+    │   └── OutcomeConflict (409 outcome_conflict) a record relabelled with the other outcome
     ├── PayloadTooLarge (413 payload_too_large)
     ├── InvalidRequest (422 invalid_request)   the body does not match the schema
     ├── PolicyInvalid (422 policy_invalid)
@@ -126,6 +128,15 @@ class NotEnrolled(NotFound):
     code = "not_enrolled"
 
 
+class Conflict(RouterError):
+    status = 409
+    code = "conflict"
+
+
+class OutcomeConflict(Conflict):
+    code = "outcome_conflict"
+
+
 class PayloadTooLarge(RouterError):
     status = 413
     code = "payload_too_large"
@@ -160,3 +171,10 @@ class UpstreamUnavailable(Unavailable):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class VersionConflict(RouterError):
+    """412 version_conflict: ``If-Match`` names a policy version that is no longer in force."""
+
+    status = 412
+    code = "version_conflict"

@@ -166,11 +166,13 @@ class VerificationService:
             audit_id=new_id(), created_at=time.time(), trace_id=caller.trace_id,
             subject_id=req.subject_id, decision=decide(fused, threshold), threshold=threshold,
             fused_distance=fused, latency_ms=(time.perf_counter() - start) * 1000,
-            modalities=[v.result for v in verified],
+            modalities=[v.result for v in verified], policy_version=policy.version,
         )
+        weights = (None if self.audit.knows_policy(policy.version)
+                   else {r: policy.weights(r) for r in policy.spec.routes})
         with traced(self.tracer, "audit.write", {"servestack.audit_id": record.audit_id,
                                                   "servestack.decision": record.decision}):
-            await self.audit.record(record)
+            await self.audit.record(record, weights)
         self.metrics.decisions.labels(record.decision).inc()
         for v in verified:
             self.shadow.after_verify(policy, req.subject_id, v.result, v.code, v.image, v.templates, threshold,

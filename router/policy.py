@@ -3,10 +3,13 @@
 ``TrafficPolicy.choose(ctx) -> Arm`` decides which arm of a route serves a request:
 
 1. a pin header ``X-ServeStack-Arm: face=v2`` forces an arm;
-2. otherwise the sticky bucket ``hash(experiment, key) mod 10000`` is compared against the arms'
-   cumulative weights (scaled to 10000). Arms keep their order, so when weight moves from one
-   arm to the next monotonically, a bucket's arm only ever moves forward: a subject never
-   flips back and forth;
+2. otherwise the sticky bucket ``hash(experiment, key) mod 10000`` is looked up in the route's
+   allocation: explicit bucket ranges per arm (:mod:`router.assignment`), persisted in the
+   policy as ``allocation``. A weight move from arm X to arm Y hands buckets from X to Y only,
+   for any number of arms (:meth:`PolicySpec.with_weights`; a replaced policy keeps the old
+   allocation through :meth:`PolicySpec.with_allocations_from`). A policy without one starts
+   from contiguous ranges in arm order; one whose weights were edited by hand beside a stale
+   allocation is rebalanced from it, the same way on every replica;
 3. without a key (``/v1/hash`` with no subject) the bucket is random.
 
 The other "which arm" answers live here too, as pure methods over what the router has seen
@@ -34,9 +37,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from router.assignment import BUCKETS, Allocation, rebalance
 from router.errors import InvalidInput, UnknownArm
 
-BUCKETS = 10_000
 EXPLAINER = "explainer"  # the balancer pool name of the top-level explainer entry
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -110,6 +113,8 @@ class RouteSpec(_Strict):
     sticky_key: Literal["subject_id"] | StickyHeader = "subject_id"
     arms: list[ArmSpec] = Field(min_length=1, max_length=16)
     shadow: ShadowSpec | None = None
+    allocation: dict[str, list[tuple[int, int]]] | None = Field(
+        None, description=f"arm -> half-open sticky bucket ranges tiling [0, {BUCKETS}); written by the router")
 
     @model_validator(mode="after")
     def _arms(self) -> RouteSpec:
@@ -120,7 +125,23 @@ class RouteSpec(_Strict):
             raise ValueError("at least one arm needs a positive weight")
         if self.shadow is not None and self.shadow.arm not in names:
             raise ValueError(f"shadow arm {self.shadow.arm!r} is not one of the arms {names}")
+        if self.allocation is not None:
+            Allocation.from_spec(self.allocation)  # raises ValueError saying what is wrong
         return self
+
+    def weights(self) -> dict[str, float]:
+        return {a.name: a.weight for a in self.arms}
+
+    def effective_allocation(self) -> Allocation:
+        """The bucket ranges in force: the stored allocation (rebalanced to the weights if they were
+        edited beside it, arms gone from the route handing theirs over), else contiguous ranges."""
+        weights = self.weights()
+        if self.allocation is None:
+            return Allocation.from_weights(weights)
+        stored = Allocation.from_spec(self.allocation)
+        if set(stored.ranges) == set(weights) and stored.matches(weights):
+            return stored
+        return rebalance(stored, weights)
 
 
 class PolicySpec(_Strict):
@@ -157,11 +178,31 @@ class PolicySpec(_Strict):
         unknown = set(weights) - {a.name for a in spec.arms}
         if unknown:
             raise ValueError(f"route {route!r} has no arm(s) {sorted(unknown)}")
+        old_weights = spec.weights()
+        new_weights = {**old_weights, **{a: float(w) for a, w in weights.items()}}
+        if sum(w for w in new_weights.values() if w > 0) <= 0:
+            raise ValueError("at least one arm needs a positive weight")
         data = self.model_dump(mode="json", exclude_none=True)
         for arm in data["routes"][route]["arms"]:
             if arm["name"] in weights:
                 arm["weight"] = weights[arm["name"]]
+        moved = rebalance(spec.effective_allocation(), new_weights, old_weights)
+        data["routes"][route]["allocation"] = moved.to_spec()
         return PolicySpec.model_validate(data)
+
+    def with_allocations_from(self, old: PolicySpec) -> PolicySpec:
+        """This policy, each route without an allocation of its own taking the old policy's one for the
+        same route and experiment, moved to the new weights: replacing a policy keeps assignment stable."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        changed = False
+        for name, route in self.routes.items():
+            before = old.routes.get(name)
+            if route.allocation is not None or before is None or before.experiment != route.experiment:
+                continue
+            moved = rebalance(before.effective_allocation(), route.weights(), before.weights())
+            data["routes"][name]["allocation"] = moved.to_spec()
+            changed = True
+        return PolicySpec.model_validate(data) if changed else self
 
 
 Reason = Literal["pinned", "sticky", "random", "coverage"]
@@ -212,15 +253,7 @@ class TrafficPolicy:
     def __init__(self, spec: PolicySpec, version: int = 1) -> None:
         self.spec = spec
         self.version = version
-        self._bounds: dict[str, list[int]] = {}
-        for rname, route in spec.routes.items():
-            total = sum(a.weight for a in route.arms)
-            cum, bounds = 0.0, []
-            for arm in route.arms:
-                cum += arm.weight
-                bounds.append(round(cum / total * BUCKETS))
-            bounds[-1] = BUCKETS
-            self._bounds[rname] = bounds
+        self._allocations = {name: route.effective_allocation() for name, route in spec.routes.items()}
 
     def experiment(self, route: str) -> str:
         return self.spec.routes[route].experiment or route
@@ -230,7 +263,10 @@ class TrafficPolicy:
         return key.header if isinstance(key, StickyHeader) else None
 
     def weights(self, route: str) -> dict[str, float]:
-        return {a.name: a.weight for a in self.spec.routes[route].arms}
+        return self.spec.routes[route].weights()
+
+    def allocation(self, route: str) -> Allocation:
+        return self._allocations[route]
 
     def sticky_value(self, route: str, headers: Mapping[str, str], subject_id: str | None) -> str | None:
         """The sticky key of a request: the route's sticky header (``headers`` keyed in lower case)
@@ -256,10 +292,9 @@ class TrafficPolicy:
             bucket, reason = sticky_bucket(self.experiment(ctx.route), ctx.sticky_value), "sticky"
         else:
             bucket, reason = (rng or random).randrange(BUCKETS), "random"
-        for arm, bound in zip(spec.arms, self._bounds[ctx.route], strict=True):
-            if bucket < bound:
-                return Arm(route=ctx.route, name=arm.name, backend=arm.backend, reason=reason, bucket=bucket)
-        raise AssertionError("the last bound is BUCKETS, so some arm always matches")
+        name = self._allocations[ctx.route].arm_of(bucket)
+        arm = next(a for a in spec.arms if a.name == name)
+        return Arm(route=ctx.route, name=arm.name, backend=arm.backend, reason=reason, bucket=bucket)
 
     def shadow_for(self, route: str, primary: Arm, rng: random.Random | None = None) -> Arm | None:
         """The arm to mirror this request to, or None (no shadow, not sampled, or same arm)."""

@@ -113,6 +113,7 @@ class AuditRecord(_Strict):
     fused_distance: float = Field(description="mean of the modality distances")
     latency_ms: float
     modalities: list[ModalityResult]
+    policy_version: int | None = Field(None, description="version of the traffic policy that chose the arms")
 
 
 VerifyResponse = AuditRecord

@@ -71,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--min-decision-agreement", type=float, default=None, help="percent (needs shadow traffic)")
     s.add_argument("--min-bit-agreement", type=float, default=None,
                    help="percent of code bits (precision canaries: same model version)")
+    s.add_argument("--max-frr-increase", type=float, default=None,
+                   help="gate (points): canary FRR at most stable FRR + this, always-valid 95 %% (labelled outcomes)")
+    s.add_argument("--max-far-increase", type=float, default=None,
+                   help="gate (points): halt when canary FAR is above stable FAR + this, 95 %% (labelled outcomes)")
+    s.add_argument("--experiment", default=None, help="experiment whose report feeds the FRR/FAR gates "
+                                                      "(default: the route's name)")
     s.add_argument("--load-rps", type=float, default=4.0,
                    help="local mode: verifications per second sent while the canary runs (0: none)")
     s.add_argument("--subjects", type=int, default=40, help="subjects enrolled for --load-rps")
@@ -107,8 +113,14 @@ def analysis_from_args(args: argparse.Namespace) -> CanaryAnalysis:
         metrics.append({"name": "decision-agreement", "threshold_range": {"min": args.min_decision_agreement}})
     if args.min_bit_agreement is not None:
         metrics.append({"name": "bit-agreement", "threshold_range": {"min": args.min_bit_agreement}})
+    gates: list[dict[str, Any]] = []
+    if getattr(args, "max_frr_increase", None) is not None:
+        gates.append({"metric": "frr", "max": args.max_frr_increase, "mode": "non-inferiority"})
+    if getattr(args, "max_far_increase", None) is not None:
+        gates.append({"metric": "far", "max": args.max_far_increase, "mode": "no-harm"})
     return CanaryAnalysis(interval_s=args.interval_s, step_weight=args.step_weight, max_weight=args.max_weight,
-                          threshold=args.threshold, min_requests=args.min_requests, metrics=metrics)
+                          threshold=args.threshold, min_requests=args.min_requests, metrics=metrics,
+                          error_gates=gates)
 
 
 def _stack(args: argparse.Namespace) -> StackInfo | None:
@@ -146,7 +158,13 @@ def _wiring(args: argparse.Namespace, http: httpx.AsyncClient) -> tuple[MetricSo
     from canary.sources.router_metrics import RouterMetricsSource
 
     router, key = _local_endpoints(args)
-    return RouterMetricsSource(http, [router]), AdminApiActuator(http, router, key)
+    source: MetricSource = RouterMetricsSource(http, [router])
+    if hasattr(args, "interval_s") and analysis_from_args(args).error_gates:  # `canary start` only
+        from canary.sources.experiment_report import ExperimentReportSource
+
+        source = ExperimentReportSource(source, http, router, getattr(args, "experiment", None) or args.route,
+                                        getattr(args, "stable_arm", None), key, since=time.time())
+    return source, AdminApiActuator(http, router, key)
 
 
 def _store(args: argparse.Namespace) -> StateStore:

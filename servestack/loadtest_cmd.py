@@ -37,7 +37,7 @@ import load_tests
 from load_tests.summary import apply_limits, render_markdown, summarize_dir, write_summary
 from servestack.stackfile import DEFAULT_STATE_DIR, StackInfo, read_stack_file
 
-SCENARIOS = ("verify", "enroll", "hash", "explain", "mixed")
+SCENARIOS = ("verify", "enroll", "hash", "explain", "mixed", "labelled")
 SHAPES = ("step", "spike", "soak")
 CSV_PREFIX = "locust"
 LOCUSTFILES = Path(load_tests.__file__).resolve().parent / "locustfiles"

@@ -186,3 +186,111 @@ def timeline_chart(arms: Sequence[str], buckets: Sequence[Sequence[int]], start_
         parts.append(f'<text x="{x0 + (k + 0.5) * bar_w:.1f}" y="{height - 10}" text-anchor="middle" '
                      f'fill="{MUTED}" font-size="11">{escape(start_labels[k])}</text>')
     return _svg(width, height, parts, "verifications over time by arm")
+
+
+def _frame(x0: float, x1: float, y0: float, y1: float, xticks: Sequence[tuple[float, str]],
+           yticks: Sequence[tuple[float, str]]) -> list[str]:
+    """Grid lines and labels of a plot area whose ticks are already in pixels."""
+    parts = []
+    for x, label in xticks:
+        parts.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="{GRID}"/>'
+                     f'<text x="{x:.1f}" y="{y1 + 16}" text-anchor="middle" fill="{MUTED}" font-size="11">'
+                     f"{escape(label)}</text>")
+    for y, label in yticks:
+        parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="{GRID}"/>'
+                     f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{MUTED}" font-size="11">'
+                     f"{escape(label)}</text>")
+    return parts
+
+
+def _legend(arms: Sequence[str], x0: float) -> list[str]:
+    return [f'<rect x="{x0 + j * 110}" y="6" width="12" height="12" rx="2" fill="{color(j)}"/>'
+            f'<text x="{x0 + j * 110 + 17}" y="16" fill="{INK}">{escape(a)}</text>' for j, a in enumerate(arms)]
+
+
+DET_DECADES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def det_chart(arms: Sequence[str], curves: Sequence[Sequence[tuple[float, float]]]) -> str:
+    """DET curves (FRR against FAR, both on log axes from 0.01 % to 100 %): lower-left is better."""
+    width, height, top, bottom, x0, x1 = WIDTH, 360, 30, 30, 60, WIDTH - 20
+    lo = math.log10(DET_DECADES[0])
+
+    def sx(v: float) -> float:
+        return x0 + (x1 - x0) * (math.log10(max(v, DET_DECADES[0])) - lo) / -lo
+
+    def sy(v: float) -> float:
+        return height - bottom - (height - bottom - top) * (math.log10(max(v, DET_DECADES[0])) - lo) / -lo
+
+    ticks = [(d, f"{d * 100:g} %") for d in DET_DECADES]
+    parts = _frame(x0, x1, top, height - bottom, [(sx(d), t) for d, t in ticks], [(sy(d), t) for d, t in ticks])
+    parts += _legend(arms, x0)
+    parts.append(f'<text x="{x1}" y="{height - bottom - 6}" text-anchor="end" fill="{MUTED}" font-size="11">FAR</text>'
+                 f'<text x="{x0 + 6}" y="{top + 12}" fill="{MUTED}" font-size="11">FRR</text>')
+    for i, pts in enumerate(curves):
+        if not pts:
+            continue
+        path = " ".join(f"{'M' if k == 0 else 'L'}{sx(far):.1f} {sy(frr):.1f}" for k, (far, frr) in enumerate(pts))
+        parts.append(f'<path class="det-curve" d="{path}" fill="none" stroke="{color(i)}" stroke-width="2.5">'
+                     f"<title>{escape(arms[i])}</title></path>")
+    return _svg(width, height, parts, "DET curve per arm: FRR against FAR over all thresholds")
+
+
+def histogram_chart(arm: str, genuine: Sequence[int], impostor: Sequence[int], max_distance: int,
+                    threshold: float | None, index: int) -> str:
+    """Genuine (arm colour) and impostor (grey) distance histograms of one arm, the threshold as a line."""
+    width, height, top, bottom, x0, x1 = WIDTH, 200, 28, 30, 44, WIDTH - 20
+    peak = max([*genuine, *impostor, 1])
+    bins = max(len(genuine), len(impostor), 1)
+
+    def sx(d: float) -> float:
+        return x0 + (x1 - x0) * d / (max_distance + 1)
+
+    def sy(v: float) -> float:
+        return height - bottom - (height - bottom - top) * v / peak
+
+    xt = [(sx(t), f"{t:g}") for t in _nice_ticks(0, max_distance)[:-1] if t <= max_distance]
+    parts = _frame(x0, x1, top, height - bottom, xt, [(sy(peak), f"{peak}"), (sy(0), "0")])
+    parts.append(f'<text x="{x0}" y="16" fill="{INK}" font-weight="600">{escape(arm)}</text>'
+                 f'<rect x="{x0 + 120}" y="6" width="12" height="12" fill="{color(index)}"/>'
+                 f'<text x="{x0 + 137}" y="16" fill="{INK}">genuine</text>'
+                 f'<rect x="{x0 + 220}" y="6" width="12" height="12" fill="{MUTED}"/>'
+                 f'<text x="{x0 + 237}" y="16" fill="{INK}">impostor</text>')
+    bw = (x1 - x0) / bins
+    for series, fill, cls, opacity in ((genuine, color(index), "genuine", 1.0), (impostor, MUTED, "impostor", 0.6)):
+        for k, c in enumerate(series):
+            if c > 0:
+                parts.append(f'<rect class="hist-{cls}" x="{x0 + k * bw:.1f}" y="{sy(c):.1f}" '
+                             f'width="{max(bw - 1, 1):.1f}" height="{sy(0) - sy(c):.1f}" fill="{fill}" '
+                             f'opacity="{opacity}"><title>{cls}: {c}</title></rect>')
+    if threshold is not None:
+        x = sx(threshold + 0.5)
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" stroke="{INK}" '
+                     f'stroke-dasharray="4 3" stroke-width="2"><title>threshold {threshold:g}</title></line>')
+    return _svg(width, height, parts, f"distance histograms of {arm}: genuine and impostor")
+
+
+def sequential_chart(keys: Sequence[str], times: Sequence[str], pvalues: Sequence[Sequence[float]],
+                     alpha: float) -> str:
+    """Always-valid p-value of each comparison over the reads (log axis), alpha as a red line."""
+    width, height, top, bottom, x0, x1 = WIDTH, 240, 30, 30, 60, WIDTH - 20
+    floor = 1e-6
+
+    def sy(p: float) -> float:
+        return top + (height - bottom - top) * -math.log10(max(p, floor)) / 6
+
+    n = max(len(times), 2)
+
+    def sx(k: int) -> float:
+        return x0 + (x1 - x0) * k / (n - 1)
+
+    yt = [(sy(10.0 ** -e), f"1e-{e}" if e else "1") for e in range(0, 7, 2)]
+    xt = [(sx(k), times[k]) for k in (0, len(times) // 2, len(times) - 1)] if times else []
+    parts = _frame(x0, x1, top, height - bottom, xt, yt) + _legend(keys, x0)
+    parts.append(f'<line x1="{x0}" y1="{sy(alpha):.1f}" x2="{x1}" y2="{sy(alpha):.1f}" stroke="#dc2626" '
+                 f'stroke-width="2" stroke-dasharray="6 3"><title>alpha {alpha:g}</title></line>')
+    for i, series in enumerate(pvalues):
+        path = " ".join(f"{'M' if k == 0 else 'L'}{sx(k):.1f} {sy(p):.1f}" for k, p in enumerate(series))
+        parts.append(f'<path class="seq-curve" d="{path}" fill="none" stroke="{color(i)}" stroke-width="2.5">'
+                     f"<title>{escape(keys[i])}</title></path>")
+    return _svg(width, height, parts, "always-valid p-value over time (mSPRT)")

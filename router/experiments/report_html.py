@@ -10,8 +10,18 @@ from __future__ import annotations
 import time
 from html import escape
 
-from router.experiments.charts import color, interval_chart, latency_chart, split_chart, timeline_chart
-from router.experiments.stats import ExperimentReport
+from router.experiments.charts import (
+    color,
+    det_chart,
+    histogram_chart,
+    interval_chart,
+    latency_chart,
+    sequential_chart,
+    split_chart,
+    timeline_chart,
+)
+from router.experiments.error_rates import MAX_DISTANCE
+from router.experiments.report import METRICS, ExperimentReport
 
 _CSS = """
 :root { color-scheme: light; }
@@ -54,9 +64,15 @@ def _banners(report: ExperimentReport) -> str:
     kind = "warn" if srm.mismatch else ("info" if srm.p_value is None else "ok")
     label = "Broken split" if srm.mismatch else "Traffic split"
     out.append(f'<div class="banner {kind}">{label}: {escape(srm.summary)}</div>')
-    for c in report.comparisons:
-        # A comparison over a broken split is not evidence either way: shown, but neutral.
-        kind = "info" if srm.mismatch or not c.significant else ("warn" if c.difference < 0 else "ok")
+    if not report.errors:
+        out.append('<div class="banner info">Accept rate is not accuracy: no labelled outcomes in this window, so '
+                   "the arms cannot be judged on FAR and FRR. Post outcomes to /v1/audit/{id}/outcome.</div>")
+    judged = [c for c in report.comparisons if c.metric != "accept_rate"] or report.comparisons
+    for c in judged:
+        # A comparison over a broken split is not evidence either way: shown, but neutral. Higher
+        # error rates are bad; for the accept rate alone no direction is good or bad.
+        worse = c.difference is not None and c.difference > 0 and c.metric != "accept_rate"
+        kind = "info" if srm.mismatch or not c.sequential_significant else ("warn" if worse else "ok")
         caveat = " (untrusted: sample ratio mismatch)" if srm.mismatch else ""
         out.append(f'<div class="banner {kind}">{escape(c.summary + caveat)}</div>')
     return "".join(out)
@@ -73,9 +89,13 @@ def _cards(report: ExperimentReport) -> str:
             f'<div class="card"><div class="arm"><span class="dot" style="background:{color(i)}"></span>'
             f'{escape(a.arm)}</div><div class="big">{_pct(a.accept_rate)}</div>'
             f'<div class="small">accept rate {escape(ci)}</div>'
-            f'<div class="small">{a.requests:,} verifications · {a.observed_share:.1f} % of traffic '
+            f'<div class="small">{a.requests:,} verifications by {a.subjects:,} subjects · {a.observed_share:.1f} % '
             f"(weight {a.configured_weight:.0f} %)</div><div class=\"small\">{escape(lat)}</div></div>")
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
 
 
 def _table(report: ExperimentReport) -> str:
@@ -83,20 +103,62 @@ def _table(report: ExperimentReport) -> str:
     for c in report.comparisons:
         ci = (f"[{100 * c.difference_ci.low:+.2f}, {100 * c.difference_ci.high:+.2f}]"
               if c.difference_ci else "–")
-        z = "–" if c.z is None else f"{c.z:.2f}"
-        p = "–" if c.p_value is None else f"{c.p_value:.3g}"
-        rows.append(f"<tr><td>{escape(c.treatment)} vs {escape(c.control)}</td><td>{100 * c.difference:+.2f}</td>"
-                    f"<td>{ci}</td><td>{z}</td><td>{p}</td><td>{'yes' if c.significant else 'no'}</td></tr>")
+        diff = "–" if c.difference is None else f"{100 * c.difference:+.2f}"
+        rows.append(f"<tr><td>{escape(METRICS[c.metric])}: {escape(c.treatment)} vs {escape(c.control)}</td>"
+                    f"<td>{diff}</td><td>{ci}</td><td>{c.subjects:,}</td><td>{_p(c.p_value)}</td>"
+                    f"<td>{_p(c.sequential_p_value)}</td><td>{_p(c.request_p_value)}</td>"
+                    f"<td>{'yes' if c.sequential_significant else 'no'}</td></tr>")
     srm = report.srm
     chi2 = "–" if srm.chi2 is None else f"{srm.chi2:.2f}"
-    p = "–" if srm.p_value is None else f"{srm.p_value:.3g}"
+    excluded = ", ".join(f"{n:,} {k}" for k, n in sorted(report.excluded.items())) or "none"
     return (
-        '<div class="panel"><h2>Tests</h2><table><tr><th>accept rate</th><th>difference (points)</th>'
-        f"<th>{report.confidence * 100:g} % interval</th><th>z</th><th>p-value</th><th>significant</th></tr>"
-        f"{''.join(rows)}</table><p class=\"small\">Two-proportion z-test (pooled), two-sided, "
-        f"alpha {1 - report.confidence:.2g}. Sample ratio check: chi-square {chi2} on {srm.dof} degree(s) of "
-        f"freedom, p {p} (alarm below 0.001). The split is compared with the weights in force now; "
-        "restrict the window with <code>?since=</code> after a weight change.</p></div>")
+        '<div class="panel"><h2>Tests</h2><table><tr><th>comparison</th><th>difference (points)</th>'
+        f"<th>{report.confidence * 100:g} % interval</th><th>subjects</th><th>fixed-horizon p</th>"
+        "<th>always-valid p</th><th>request-level p</th><th>significant (always-valid)</th></tr>"
+        f"{''.join(rows)}</table><p class=\"small\">Differences are of the mean per-subject rate (every subject "
+        "weighs one), intervals cluster-robust over subjects. <b>Fixed-horizon p</b>: valid only when read once, "
+        "at the planned end. <b>Always-valid p</b> (mSPRT): valid however often the report is read, as a canary "
+        "reads it. <b>Request-level p</b>: treats requests as independent; too small with sticky subjects, "
+        f"shown for contrast. Alpha {1 - report.confidence:.2g}. Sample ratio check over subjects first "
+        f"assigned in the window, against the weights in force when each was assigned: chi-square {chi2} on "
+        f"{srm.dof} degree(s) of freedom, p {_p(srm.p_value)} (alarm below 0.001). Not compared, counted "
+        f"apart: {escape(excluded)}.</p></div>")
+
+
+def _errors_panel(report: ExperimentReport) -> str:
+    if not report.errors:
+        return ""
+    rows = []
+    for e in report.errors:
+        def ci(iv) -> str:
+            return f"[{_pct(iv.low, 2)}, {_pct(iv.high, 2)}]" if iv else ""
+
+        rows.append(f"<tr><td>{escape(e.arm)}</td><td>{e.genuine:,}</td><td>{_pct(e.frr, 2)} {ci(e.frr_ci)}</td>"
+                    f"<td>{e.impostor:,}</td><td>{_pct(e.far, 2)} {ci(e.far_ci)}</td><td>{_pct(e.eer, 2)}</td>"
+                    f"<td>{_pct(e.frr_at_far_1pct, 2)}</td></tr>")
+    arms = [e.arm for e in report.errors]
+    det = det_chart(arms, [e.det for e in report.errors])
+    hists = "".join(histogram_chart(e.arm, e.genuine_hist, e.impostor_hist, MAX_DISTANCE, report.threshold, i)
+                    for i, e in enumerate(report.errors))
+    return (f'<div class="panel"><h2>Error rates at threshold {report.threshold:g} (labelled outcomes)</h2>'
+            "<table><tr><th>arm</th><th>genuine</th><th>FRR</th><th>impostor</th><th>FAR</th><th>EER</th>"
+            f"<th>FRR at FAR 1 %</th></tr>{''.join(rows)}</table><p class=\"small\">FRR: genuine attempts "
+            "rejected; FAR: impostor attempts accepted. Intervals over subjects (Wilson at the effective sample "
+            f"size), {report.confidence * 100:g} %.</p></div>"
+            f'<div class="panel"><h2>DET curves</h2>{det}</div>'
+            f'<div class="panel"><h2>Genuine and impostor distances</h2>{hists}</div>')
+
+
+def _sequential_panel(report: ExperimentReport) -> str:
+    if not report.sequential:
+        return ""
+    keys = list(report.sequential[0].p_values)
+    if not keys:
+        return ""
+    times = [time.strftime("%H:%M:%S", time.gmtime(p.at)) for p in report.sequential]
+    chart = sequential_chart(keys, times, [[p.p_values[k] for p in report.sequential] for k in keys],
+                             1 - report.confidence)
+    return f'<div class="panel"><h2>Always-valid p-value over time</h2>{chart}</div>'
 
 
 def render_page(report: ExperimentReport) -> str:
@@ -116,11 +178,13 @@ def render_page(report: ExperimentReport) -> str:
 <title>{escape(title)} · ServeStack</title><style>{_CSS}</style></head>
 <body><main>
 <h1>{escape(title)}</h1>
-<p class="sub">route <b>{escape(report.route)}</b> · {report.total:,} verifications since {escape(_when(report.since))}
- · generated {escape(_when(report.generated_at))}</p>
+<p class="sub">route <b>{escape(report.route)}</b> · {report.total:,} randomised verifications since
+ {escape(_when(report.since))} · generated {escape(_when(report.generated_at))}</p>
 {_banners(report)}
 {_cards(report)}
-<div class="panel"><h2>Accept rate, {report.confidence * 100:g} % Wilson interval</h2>{rates}</div>
+{_errors_panel(report)}
+{_sequential_panel(report)}
+<div class="panel"><h2>Accept rate, {report.confidence * 100:g} % interval (over subjects)</h2>{rates}</div>
 <div class="panel"><h2>Traffic split: observed share, configured weight (black tick)</h2>{split}</div>
 <div class="panel"><h2>Latency per arm</h2>{latency}</div>
 <div class="panel"><h2>Verifications over time</h2>{timeline}</div>

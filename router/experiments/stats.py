@@ -1,5 +1,6 @@
-"""A/B statistics, pure: per-arm counts, accept rates with Wilson intervals, latency quantiles,
-a two-proportion z-test against the control arm, and a sample-ratio-mismatch (SRM) check.
+"""A/B statistics, pure: the report's building blocks (Wilson intervals, the request-level
+two-proportion z-test, the request-count SRM check, latency quantiles) and its shared models.
+The report itself, over subjects, is :mod:`router.experiments.report`.
 
 Why these choices:
 
@@ -16,9 +17,8 @@ Why these choices:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,19 +26,6 @@ from scipy import stats
 
 SRM_ALPHA = 0.001
 QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99)
-
-
-class Row(Protocol):
-    """What a report needs of a row (``router.audit_store.ExperimentRow`` fits)."""
-
-    @property
-    def arm(self) -> str: ...
-    @property
-    def decision(self) -> Literal["accept", "reject"] | str: ...
-    @property
-    def latency_ms(self) -> float: ...
-    @property
-    def created_at(self) -> float: ...
 
 
 class _Frozen(BaseModel):
@@ -53,24 +40,14 @@ class Interval(_Frozen):
 class ArmStats(_Frozen):
     arm: str
     configured_weight: float = Field(description="percent of the route, from the policy (0 if unknown)")
-    requests: int
+    requests: int = Field(description="randomised verifications (pinned, fallback, ... are counted apart)")
     accepts: int
+    subjects: int = Field(0, description="distinct subjects behind the requests")
     observed_share: float = Field(description="percent of the experiment's rows")
     accept_rate: float | None = Field(description="accepts / requests; None without requests")
-    accept_ci: Interval | None = Field(description="Wilson score interval at the report's confidence")
+    accept_ci: Interval | None = Field(description="Wilson interval at the effective (clustered) sample size")
     latency_ms: dict[str, float] = Field(description='quantiles, keys "p50", "p90", "p95", "p99"; empty without rows')
     latency_mean_ms: float | None
-
-
-class Comparison(_Frozen):
-    control: str
-    treatment: str
-    difference: float = Field(description="treatment accept rate - control accept rate")
-    difference_ci: Interval | None = Field(description="unpooled (Wald) interval of the difference")
-    z: float | None
-    p_value: float | None
-    significant: bool
-    summary: str
 
 
 class SrmCheck(_Frozen):
@@ -86,19 +63,6 @@ class SrmCheck(_Frozen):
 class TimeBucket(_Frozen):
     start: float
     counts: dict[str, int]
-
-
-class ExperimentReport(_Frozen):
-    experiment: str
-    route: str
-    generated_at: float
-    since: float | None
-    total: int
-    confidence: float
-    arms: list[ArmStats]
-    comparisons: list[Comparison]
-    srm: SrmCheck
-    timeline: list[TimeBucket]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval | None:
@@ -170,74 +134,3 @@ def latency_quantiles(latencies: Sequence[float]) -> dict[str, float]:
         return {}
     values = np.quantile(np.asarray(latencies, dtype=float), QUANTILES)
     return {f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, values, strict=True)}
-
-
-def _timeline(rows: Sequence[Row], arms: Sequence[str], buckets: int = 24) -> list[TimeBucket]:
-    if not rows:
-        return []
-    t0, t1 = rows[0].created_at, rows[-1].created_at
-    width = max((t1 - t0) / buckets, 1e-9)
-    out = [TimeBucket(start=t0 + i * width, counts={a: 0 for a in arms}) for i in range(buckets)]
-    for row in rows:
-        i = min(int((row.created_at - t0) / width), buckets - 1)
-        out[i].counts[row.arm] = out[i].counts.get(row.arm, 0) + 1
-    return out
-
-
-def _compare(control: ArmStats, treatment: ArmStats, alpha: float, confidence: float) -> Comparison:
-    test = two_proportion_ztest(control.accepts, control.requests, treatment.accepts, treatment.requests)
-    if test.p_value is None or control.accept_rate is None or treatment.accept_rate is None:
-        return Comparison(control=control.arm, treatment=treatment.arm, difference=0.0, difference_ci=None,
-                          z=None, p_value=None, significant=False,
-                          summary=f"not enough data to compare {treatment.arm} with {control.arm}")
-    diff = treatment.accept_rate - control.accept_rate
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p1, n1, p2, n2 = control.accept_rate, control.requests, treatment.accept_rate, treatment.requests
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    significant = test.p_value < alpha
-    verdict = (f"{treatment.arm} accepts {'more' if diff > 0 else 'less'} often than {control.arm}"
-               if significant else f"no significant difference between {treatment.arm} and {control.arm}")
-    summary = f"{verdict}: {100 * diff:+.2f} points (p {test.p_value:.3g}, alpha {alpha:g})"
-    return Comparison(control=control.arm, treatment=treatment.arm, difference=diff,
-                      difference_ci=Interval(low=diff - z * se, high=diff + z * se),
-                      z=test.z, p_value=test.p_value, significant=significant, summary=summary)
-
-
-def build_report(
-    experiment: str,
-    route: str,
-    rows: Iterable[Row],
-    weights: Mapping[str, float],
-    *,
-    generated_at: float,
-    since: float | None = None,
-    confidence: float = 0.95,
-) -> ExperimentReport:
-    """The whole report from audit rows (oldest first) and the route's configured weights.
-
-    The control arm is the first arm of the policy (``weights`` keeps the policy's order); each
-    other arm is compared with it.
-    """
-    rows = sorted(rows, key=lambda r: r.created_at)
-    arms = list(weights) + sorted({r.arm for r in rows} - set(weights))
-    wsum = sum(w for w in weights.values() if w > 0) or 1.0
-    total = len(rows)
-    per_arm: list[ArmStats] = []
-    for arm in arms:
-        mine = [r for r in rows if r.arm == arm]
-        n = len(mine)
-        accepts = sum(1 for r in mine if r.decision == "accept")
-        latencies = [r.latency_ms for r in mine]
-        per_arm.append(ArmStats(
-            arm=arm, configured_weight=100.0 * max(weights.get(arm, 0.0), 0.0) / wsum, requests=n, accepts=accepts,
-            observed_share=100.0 * n / total if total else 0.0,
-            accept_rate=accepts / n if n else None, accept_ci=wilson_interval(accepts, n, confidence),
-            latency_ms=latency_quantiles(latencies), latency_mean_ms=float(np.mean(latencies)) if latencies else None,
-        ))
-    alpha = 1 - confidence
-    comparisons = [_compare(per_arm[0], other, alpha, confidence) for other in per_arm[1:]] if per_arm else []
-    return ExperimentReport(
-        experiment=experiment, route=route, generated_at=generated_at, since=since, total=total,
-        confidence=confidence, arms=per_arm, comparisons=comparisons,
-        srm=srm_check({a.arm: a.requests for a in per_arm}, weights), timeline=_timeline(rows, arms),
-    )

@@ -35,7 +35,7 @@ def _error(status: int, code: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": code.replace("_", " ")}}, status_code=status)
 
 
-def create_app(api_key: str, hash_status: int) -> FastAPI:
+def create_app(api_key: str, hash_status: int, lock_every: int = 0) -> FastAPI:
     app = FastAPI()
     enrolled: set[str] = set()
     audits: dict[str, dict[str, Any]] = {}
@@ -95,6 +95,27 @@ def create_app(api_key: str, hash_status: int) -> FastAPI:
     async def audit(audit_id: str) -> Any:
         return audits[audit_id] if audit_id in audits else _error(404, "audit_not_found")
 
+    outcomes: dict[str, bool] = {}
+    tries: dict[str, int] = {}
+
+    @app.post("/v1/audit/{audit_id}/outcome")
+    async def outcome(audit_id: str, body: dict[str, Any]) -> Any:
+        if audit_id not in audits:
+            return _error(404, "not_found")
+        genuine = body["genuine"]
+        if outcomes.setdefault(audit_id, genuine) != genuine:
+            return _error(409, "outcome_conflict")
+        return {"audit_id": audit_id, "genuine": genuine, "stored": True}
+
+    @app.middleware("http")
+    async def lock_some_verifications(request: Request, call_next: Any) -> Any:
+        """With --lock-every N, every Nth verification is throttled, as the router's subject lock would."""
+        if lock_every and request.url.path == "/v1/verify":
+            tries["all"] = tries.get("all", 0) + 1
+            if tries["all"] % lock_every == 0:
+                return _error(429, "subject_locked")
+        return await call_next(request)
+
     @app.get("/v1/audit/{audit_id}/explanation")
     async def explanation(audit_id: str, request: Request) -> Any:
         if audit_id not in audits:
@@ -120,12 +141,14 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--hash-status", type=int, default=200)
+    parser.add_argument("--lock-every", type=int, default=0, help="answer every Nth /v1/verify 429 subject_locked")
     args = parser.parse_args()
     sock = socket.socket()
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)  # connections queue from now on: a client may connect as soon as it reads the port
     print(f"listening on {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(create_app(args.api_key, args.hash_status), log_level="warning", access_log=False)
+    app = create_app(args.api_key, args.hash_status, args.lock_every)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -88,6 +88,29 @@ def test_mixed_run_passes_with_both_arms_and_streams(fake_router: str, tmp_path:
     assert "PASSED" in (out / "summary.md").read_text()
 
 
+@pytest.fixture
+def locking_fake_router() -> Iterator[str]:
+    proc, url = _start_fake("--lock-every", "4")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_labelled_run_posts_every_outcome_and_a_subject_lock_is_no_failure(locking_fake_router: str,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "labelled"
+    rc = _loadtest("--scenario", "labelled", "--users", "3", "--duration", "5s", "--host", locking_fake_router,
+                   "--api-key", KEY, "--out", str(out), "--think-time", "0.01", "0.05", "--subjects", "20",
+                   "--max-error-rate", "0")
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 0, summary["violations"]
+    assert summary["totals"]["failures"] == 0, summary["errors"]
+    by_name = {e["name"]: e["requests"] for e in summary["endpoints"]}
+    verified = sum(n for name, n in by_name.items() if name.startswith("/v1/verify"))
+    outcomes = by_name["/v1/audit/{id}/outcome"]
+    assert 0 < outcomes < verified  # every verification that got through was labelled; locked ones not
+
+
 def test_errors_fail_the_run_with_a_shape(failing_fake_router: str, tmp_path: Path) -> None:
     out = tmp_path / "hash"
     rc = _loadtest("--scenario", "hash", "--shape", "spike", "--users", "3", "--duration", "5s",

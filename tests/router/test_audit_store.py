@@ -15,6 +15,7 @@ import time
 import pytest
 from sqlalchemy import Engine, select, text
 
+from router import db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import Database, make_engine, schema_migrations
 from router.schemas import AuditRecord, ModalityResult
@@ -28,6 +29,9 @@ def record(i: int, arm: str = "v1", decision: str = "accept", created_at: float 
     return AuditRecord(audit_id=f"{i:032x}", created_at=created_at or time.time(), trace_id="ab" * 16,
                        subject_id=f"s{i}", decision=decision, threshold=24, fused_distance=m.distance,
                        latency_ms=12.0, modalities=[m])
+
+
+ALL_VERSIONS = [v for v, _, _ in db_module.MIGRATIONS]
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ async def test_sqlite_is_wal_with_full_sync_and_migrated(tmp_path):
                 list(conn.execute(select(schema_migrations.c.version)).scalars()))
 
     try:
-        assert await db.read(probe) == ("wal", 2, [1])  # synchronous 2 = FULL
+        assert await db.read(probe) == ("wal", 2, ALL_VERSIONS)  # synchronous 2 = FULL
     finally:
         await asyncio.to_thread(db.close)
 
@@ -59,7 +63,8 @@ async def test_record_get_and_experiment_rows(db):
     assert got == record(4, "v1", "reject", now + 4)
     assert await store.get("f" * 32) is None
     rows = await store.experiment_rows("face")
-    assert len(rows) == 30 and rows[0] == ExperimentRow("v2", "reject", 10.0, now)
+    assert len(rows) == 30 and rows[0] == ExperimentRow("v2", "reject", 10.0, now, "s0", "randomised", None, 60,
+                                                         None, f"{0:032x}")
     assert [r.created_at for r in rows] == sorted(r.created_at for r in rows)
     assert len(await store.experiment_rows("face", since=now + 20)) == 10
     assert await store.experiment_rows("fingerprint") == []
@@ -100,8 +105,9 @@ async def test_reopen_keeps_data_and_does_not_remigrate(audit_url):
     again = await asyncio.to_thread(Database, audit_url)
     try:
         assert (await AuditStore(again).get(f"{9:032x}")).subject_id == "s9"
-        assert again.schema_version == 1
-        assert await again.read(lambda c: list(c.execute(select(schema_migrations.c.version)).scalars())) == [1]
+        assert again.schema_version == ALL_VERSIONS[-1]
+        assert sorted(await again.read(lambda c: list(c.execute(select(schema_migrations.c.version)).scalars()))) \
+            == ALL_VERSIONS
     finally:
         await asyncio.to_thread(again.close)
 

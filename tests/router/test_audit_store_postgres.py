@@ -20,6 +20,9 @@ from router.db import Database, schema_migrations
 from tests.router.fakes import AUTH, b64, running_router
 from tests.router.test_audit_store import record
 
+BASE_VERSIONS = [v for v, _, _ in db_module.MIGRATIONS]
+NEXT = max(BASE_VERSIONS) + 1  # a test migration after the real ones
+
 
 async def test_postgres_backend_is_a_real_server_with_the_schema(postgres_server):
     with postgres_server.database() as url:
@@ -32,8 +35,9 @@ async def test_postgres_backend_is_a_real_server_with_the_schema(postgres_server
 
             dialect, driver, version_num, tables, versions = await db.read(probe)
             assert (dialect, driver) == ("postgresql", "psycopg") and int(version_num) >= 120000
-            assert tables == ["audit_modalities", "audit_records", "schema_migrations", "templates"]
-            assert versions == [1]
+            assert {"audit_modalities", "audit_records", "audit_outcomes", "policy_versions", "rate_buckets",
+                    "schema_migrations", "templates"} <= set(tables)
+            assert sorted(versions) == BASE_VERSIONS
         finally:
             await asyncio.to_thread(db.close)
 
@@ -52,7 +56,7 @@ def _race_migrations(url: str, monkeypatch) -> tuple[list[Database], list[int]]:
         probe_table.create(conn)  # no checkfirst: a second run fails loudly
         time.sleep(0.5)
 
-    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, (2, "test: slow step", slow_v2)])
+    monkeypatch.setattr(db_module, "MIGRATIONS", [*db_module.MIGRATIONS, (NEXT, "test: slow step", slow_v2)])
     barrier = threading.Barrier(2)
 
     def open_db() -> Database:
@@ -69,11 +73,11 @@ async def test_routers_starting_together_apply_each_migration_once(audit_url, mo
     dbs, runs = await asyncio.to_thread(_race_migrations, audit_url, monkeypatch)
     try:
         assert len(runs) == 1
-        assert [d.schema_version for d in dbs] == [2, 2]
+        assert [d.schema_version for d in dbs] == [NEXT, NEXT]
         versions = await dbs[0].read(
             lambda c: list(c.execute(select(schema_migrations.c.version).order_by(schema_migrations.c.version))
                            .scalars()))
-        assert versions == [1, 2]
+        assert versions == [*BASE_VERSIONS, NEXT]
     finally:
         for d in dbs:
             await asyncio.to_thread(d.close)
@@ -86,7 +90,8 @@ async def test_two_stores_write_one_database_concurrently(audit_url):
         stores = [AuditStore(first), AuditStore(second)]
         await asyncio.gather(*(stores[i % 2].record(record(i, created_at=now + i)) for i in range(40)))
         rows = await stores[1].experiment_rows("face")
-        assert len(rows) == 40 and rows[0] == ExperimentRow("v1", "accept", 10.0, now)
+        assert len(rows) == 40
+        assert rows[0] == ExperimentRow("v1", "accept", 10.0, now, "s0", "randomised", None, 3, None, f"{0:032x}")
         assert (await stores[0].get(f"{39:032x}")).subject_id == "s39"
     finally:
         await asyncio.to_thread(first.close)

@@ -47,8 +47,8 @@ def start_router(tmp_path: Path, port: int, hasher: str) -> subprocess.Popen:
            "SERVESTACK_ROUTER_KEYS_FILE": str(tmp_path / "keys.yaml"),
            "SERVESTACK_ROUTER_AUDIT_URL": f"sqlite:///{tmp_path / 'audit.db'}",
            "SERVESTACK_ROUTER_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "router"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / f"router-{port}.log", "w"))
+    with open(tmp_path / f"router-{port}.log", "w") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "router"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
     return proc
 

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from router.experiments.stats import build_report, srm_check, two_proportion_ztest, wilson_interval
+from router.experiments.report import build_report
+from router.experiments.rows import ExperimentRow
+from router.experiments.stats import srm_check, two_proportion_ztest, wilson_interval
 
 
-@dataclass(frozen=True)
-class Row:
-    arm: str
-    decision: str
-    latency_ms: float
-    created_at: float
+def Row(arm: str, decision: str, latency_ms: float, created_at: float) -> ExperimentRow:  # noqa: N802
+    return ExperimentRow(arm, decision, latency_ms, created_at, subject_id=f"s{created_at}")
 
 
 def test_wilson_interval_matches_published_values() -> None:
