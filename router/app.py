@@ -162,7 +162,9 @@ def create_app(
             http, db, audit, templates, background, health)
         st.flow = VerificationService(settings, holder, gateway, templates, audit, metrics, telemetry.tracer, shadow)
         st.explanations = ExplanationService(explainer, balancer, audit, telemetry.tracer,
-                                             settings.explainer_timeout_s)
+                                             settings.explainer_timeout_s,
+                                             default_threshold=settings.default_threshold,
+                                             canary_of=lambda route, arm: holder.current.is_canary(route, arm))
         tasks = [asyncio.create_task(holder.watch(settings.policy_poll_s), name="policy-watch"),
                  asyncio.create_task(health.run(), name="health-checks")]
         if isinstance(limiter, SharedRateLimiter):

@@ -63,8 +63,9 @@ class RouterSettings(BaseSettings):
     retry_budget_min_per_s: float = Field(5.0, ge=0, description="retries always allowed per second per backend")
     retry_budget_window_s: float = Field(10.0, gt=0)
     http_max_connections: int = Field(512, ge=1)
-    fast_path: bool = Field(True, description="serve POST /v1/hash, /v1/verify, /v1/enroll by direct ASGI "
-                                              "handlers (router.fastpath); false: through FastAPI's routes")
+    fast_path: bool = Field(True, description="dispatch POST /v1/hash, /v1/verify, /v1/enroll to their "
+                                              "handlers directly (router.fastpath); false: through FastAPI's "
+                                              "routes (same handlers, same answers)")
 
     outlier_consecutive_failures: int = Field(3, ge=1, description="eject a replica after this many failures in a row")
     outlier_base_ejection_s: float = Field(5.0, gt=0, description="first ejection; doubles per repeat, capped")

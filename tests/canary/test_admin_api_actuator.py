@@ -9,7 +9,7 @@ import pytest
 
 from canary.actuators import ActuatorError
 from canary.actuators.admin_api import AdminApiActuator
-from tests.router.fakes import ADMIN, ADMIN_KEY, running_router
+from tests.router.support.fakes import ADMIN, ADMIN_KEY, running_router
 
 
 async def test_retries_after_an_unrelated_write_and_refuses_to_overwrite_its_arms(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from canary.actuators import ActuatorError
 from canary.actuators.configmap import ConfigMapActuator, policy_patch
 from router.policy_store import parse_policy
-from tests.router.kube_api import ResourceVersionEmulator
+from tests.router.support.kube_api import ResourceVersionEmulator
 
 POLICY = {
     "backends": {

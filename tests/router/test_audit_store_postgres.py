@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, se
 import router.db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import Database, schema_migrations
-from tests.router.fakes import AUTH, b64, running_router
+from tests.router.support.fakes import AUTH, b64, running_router
 from tests.router.test_audit_store import record
 
 BASE_VERSIONS = [v for v, _, _ in db_module.MIGRATIONS]

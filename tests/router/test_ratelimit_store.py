@@ -81,7 +81,7 @@ async def test_store_down_fails_open_or_closed_as_set(fail_open: bool) -> None:
 
 
 async def test_router_with_the_database_store_limits_and_reports_it(tmp_path) -> None:
-    from tests.router.fakes import LIMITED_KEY, running_router
+    from tests.router.support.fakes import LIMITED_KEY, running_router
 
     limited = {"Authorization": f"Bearer {LIMITED_KEY}"}  # 0.5/s, burst 2
     async with running_router(tmp_path, ratelimit_store="database") as router:
