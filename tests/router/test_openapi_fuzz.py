@@ -1,7 +1,7 @@
 """Schemathesis against the router on 127.0.0.1 (client key): every operation behaves as /openapi.json says.
 
 The router runs in process with its lifespan, production transport and SQLite audit store, in
-front of the fake pods of tests/router/fakes.py (real sockets; they hash any bytes, so every
+front of the fake pods of tests/router/support/fakes.py (real sockets; they hash any bytes, so every
 schema-valid image is served). Every phase, stateful included (enrol -> verify -> audit record,
 explanation through the response links), every check; zero failures. Bounded: 6 cases per
 operation. The admin operations answer the client key's 403, as documented.
@@ -15,7 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from tests.openapi_fuzz import assert_clean, fuzz
-from tests.router.fakes import AUTH, running_router
+from tests.router.support.fakes import AUTH, running_router
 from tests.support.procs import free_port
 
 # A multiple of 3: the documented maxLength (padded base64) is then exactly the size limit; small, so
