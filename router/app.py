@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from llm_serving.client import ExplainerClient
 from router.admin import admin
@@ -42,6 +43,7 @@ from router.fastpath import FastDispatch
 from router.flow import VerificationService
 from router.health import HealthChecker
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
+from router.openapi_contract import document_contract
 from router.ops import mount_docs, ops
 from router.outcomes import outcomes
 from router.pod_transport import PodTransport
@@ -73,8 +75,22 @@ Canary/A-B router of ServeStack: biometric deep-hash verification.
 """
 
 
-async def _error_handler(_r: Request, exc: Exception) -> Response:
-    return error_response(exc)
+async def _error_handler(request: Request, exc: Exception) -> Response:
+    response = error_response(exc)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        # Starlette names the methods of the first route whose path matched; a path served by several
+        # routes (GET and PUT /admin/v1/policy) allows all of theirs.
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def create_app(
@@ -207,6 +223,7 @@ def create_app(
     app.include_router(ops)
     app.include_router(experiments_router())
     app.include_router(outcomes)
+    document_contract(app, settings)
     mount_docs(app)
     # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> fast dispatch -> app.
     if settings.fast_path:

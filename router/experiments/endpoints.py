@@ -25,7 +25,8 @@ from router.experiments.sequential import DEFAULT_TAU
 from router.policy import NAME_PATTERN
 
 NAME = Path(pattern=NAME_PATTERN, description="experiment name (the route's `experiment`, else the route)")
-Since = Annotated[float | None, Query(ge=0, description="only rows created at or after this unix time")]
+Since = Annotated[float | None, Query(ge=0, le=4_102_444_800,  # 2100-01-01: bounded, as the schema says
+                                      description="only rows created at or after this unix time")]
 Confidence = Annotated[float, Query(ge=0.5, le=0.999, description="confidence of the intervals; alpha = 1 - it")]
 Threshold = Annotated[float | None, Query(ge=0, le=128, description="distance threshold of FAR/FRR "
                                                                        "(default: the router's default_threshold)")]

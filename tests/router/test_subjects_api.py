@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import create_engine, select
-from tests.router.fakes import b64, fake_code, running_router
+from tests.router.support.fakes import b64, fake_code, running_router
 
 from router.auth import hash_key
 from router.db import subject_events, templates
