@@ -6,7 +6,7 @@ those distributions as wheels into ``.whl/`` (gitignored), at the versions insta
 interpreter that runs this script (the ones the test suite passes with), and checks the total
 stays under the size that may travel with the working tree.
 
-    /work/main/.venv/bin/python bench/gpu_wheels.py          # -> .whl/*.whl
+    .venv/bin/python bench/gpu_wheels.py          # -> .whl/*.whl
 """
 
 from __future__ import annotations
