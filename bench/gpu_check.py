@@ -69,7 +69,7 @@ def plan(dry: bool) -> list[Stage]:
         Stage("engine face graphs", ["engine", "--model", "face", "--mode", "graphs", *full], 110, True),
         Stage("serve face fp16", ["serve", "--model", "face", "--precision", "fp16", "--concurrency", "64", "256",
                                   "--seconds", "8", "--max-batch-size", "256"], 150),
-        Stage("gpu tests", [], 100),
+        Stage("gpu tests", [], 150),
         Stage("engine fingerprint graphs", ["engine", "--model", "fingerprint", "--mode", "graphs", *full], 80, True),
         Stage("engine face eager", ["engine", "--model", "face", "--mode", "eager", *full], 70, True),
         Stage("engine fingerprint eager", ["engine", "--model", "fingerprint", "--mode", "eager", *full], 60, True),
