@@ -99,7 +99,10 @@ def _cpu_name() -> str:
 
 def _command(stage: Stage, args: argparse.Namespace, rows: Path, remaining: float) -> list[str]:
     if stage.name == "gpu tests":
-        return [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rA", "-p", "no:cacheprovider", *TESTS]
+        # Plugins named, not auto-loaded (PYTEST_DISABLE_PLUGIN_AUTOLOAD in run_stages): the image's own
+        # pytest plugins may not load under the carried pytest; the suite's settings need these two.
+        return [sys.executable, "-m", "pytest", "-p", "pytest_asyncio.plugin", "-p", "pytest_timeout", "-m", "gpu",
+                "-q", "-rA", "-p", "no:cacheprovider", *TESTS]
     argv = list(stage.argv)
     if stage.budget_flag:  # stop starting cells early enough to leave time to close and report
         argv += ["--budget-s", f"{max(5.0, min(stage.timeout_s, remaining) - 25):.0f}"]
@@ -123,8 +126,8 @@ def run_stages(args: argparse.Namespace, env: dict[str, str]) -> list[dict[str, 
         with log_path.open("a") as log:
             log.write(f"\n=== {stage.name} (timeout {timeout:.0f} s): {' '.join(cmd)}\n")
             log.flush()
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, cwd=REPO, env={**env, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 rc = proc.wait(timeout=timeout)
                 status, note = ("ok", "") if rc == 0 else ("failed", f"exit {rc}")

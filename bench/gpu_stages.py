@@ -64,11 +64,14 @@ def _device_rate(engine: Any, x: Any, seconds: float) -> float:
     import torch
 
     sync = torch.cuda.synchronize if engine.device == "cuda" else (lambda: None)
-    with torch.inference_mode():
+
+    def step() -> None:  # synchronised per call: a queue of launches must not count as done
         engine.forward_device(x)
         sync()
-        per_call, _ = _timed(lambda: engine.forward_device(x), seconds)
-        sync()
+
+    with torch.inference_mode():
+        step()
+        per_call, _ = _timed(step, seconds)
     return len(x) / per_call
 
 
