@@ -82,12 +82,14 @@ async def explain_latency(url: str, n: int) -> tuple[float, str]:
     return statistics.median(times) * 1000, ",".join(sorted(set(sources)))
 
 
-def start_explainer(threads: int, cache_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_explainer(
+    threads: int, cache_dir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "SERVESTACK_EXPLAINER_PORT": str(port), "SERVESTACK_EXPLAINER_THREADS": str(threads),
-           "SERVESTACK_EXPLAINER_CACHE_DIR": str(cache_dir), "OTEL_SDK_DISABLED": "true"}
+           "SERVESTACK_EXPLAINER_CACHE_DIR": str(cache_dir), "OTEL_SDK_DISABLED": "true", **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "llm_serving"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -30,3 +30,8 @@ class NotReady(ExplainerError):
     status_code = 503
     code = "not_ready"
 
+
+class ImpossibleRecord(InvalidInput):
+    """The record's decision contradicts its own numbers: nothing true can be said about it."""
+
+    code = "impossible_record"

@@ -1,14 +1,16 @@
-"""Turn an audit record into a grounded explanation: the core of the pod, free of HTTP.
+"""Turn an audit record into a checked explanation: the core of the pod, free of HTTP.
 
-Flow per record: build the prompt from the template's facts -> generate JSON (decision, prose,
-numbers cited) with guided decoding -> grounding check -> on failure one retry at a higher
-temperature -> else the template text, marked ``source: "template"`` with the reason. The whole
-thing runs under one deadline; a model that is slow, wrong or broken never leaves a caller
-without a trustworthy answer.
+Flow per record: plan the sentences (``llm_serving.sentences``) -> generate them with guided
+decoding (a regex that forces each sentence's slots and allows no other digit) -> check each
+sentence as soon as it is complete and release it only when it passes -> on a failing sentence
+(or an output that ends early) one retry that continues after the sentences already released,
+at a higher temperature -> the template's sentences complete whatever is still missing, and the
+explanation is then marked ``source: "template"`` with the reason. The whole thing runs under one
+deadline; a model that is slow, wrong or broken never leaves a caller without a checked answer.
 
-``events`` streams ``("delta", {"text"})`` while the first attempt's prose is generated and ends
-with exactly one ``("final", Explanation)``. Closing the stream early (client gone) closes the
-generation, which aborts the engine request.
+``events`` yields ``("delta", {"text"})`` per checked sentence and ends with exactly one
+``("final", Explanation)`` whose text is the concatenation of every delta. Closing the stream
+early (client gone) closes the generation, which aborts the engine request.
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from llm_serving.errors import InvalidInput, NotReady
-from llm_serving.facts import check_consistent, template_text
+from llm_serving.errors import ImpossibleRecord, NotReady
+from llm_serving.facts import check_consistent
 from llm_serving.generator import GenerationRequest, Generator
-from llm_serving.grounding import check, explanation_schema, parse_stated
 from llm_serving.metrics import ExplainerMetrics
 from llm_serving.prompts import build_messages
 from llm_serving.schemas import AuditFacts, Explanation
-from llm_serving.stream_json import FieldStreamer
+from llm_serving.sentences import Sentence, check_complete, check_sentence, guide_regex, plan, split_sentences
 from tracing import traced
 
 log = logging.getLogger(__name__)
 
 RETRY_SEED = 1234  # a fixed seed keeps the retry reproducible for a given record
+ATTEMPTS = 2  # the first generation and one retry
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,25 @@ class ExplainOptions:
 
 
 @dataclass
-class _Attempt:
-    raw: str = ""
+class _Progress:
+    """The explanation as far as it has been checked."""
+
+    sentences: list[Sentence]
+    started: float
+    released: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     generated_tokens: int = 0
-    first_token_s: float | None = None
+    first_sentence_s: float | None = None
     error: str | None = None
+
+    @property
+    def pending(self) -> list[Sentence]:
+        return self.sentences[len(self.released):]
+
+    def delta(self, text: str) -> dict[str, object]:
+        """The delta event of the sentence just released: joined to the previous one by a space."""
+        return {"text": text if len(self.released) == 1 else " " + text}
 
 
 class ExplainService:
@@ -67,7 +83,7 @@ class ExplainService:
         """Refuse impossible records (4xx) and requests the engine cannot take yet (503)."""
         problem = check_consistent(facts)
         if problem is not None:
-            raise InvalidInput(f"impossible record: {problem}")
+            raise ImpossibleRecord(f"impossible record: {problem}")
         if not self.generator.is_ready():
             raise NotReady("the language model is still loading")
 
@@ -85,57 +101,75 @@ class ExplainService:
         deadline = started + self.options.timeout_s
         with traced(self.tracer, "explain.prompt_build", {"explain.modalities": len(facts.modalities)}):
             messages = build_messages(facts)
-            template = template_text(facts)
-        prompt_tokens = generated_tokens = 0
-        reasons: list[str] = []
-        status = "grounding_failed"
+            progress = _Progress(plan(facts), started)
         self.metrics.inflight.inc()
         try:
-            for attempt in (1, 2):
-                streamer = FieldStreamer("explanation") if attempt == 1 else None
-                result = _Attempt()
-                async for delta in self._generate(facts, messages, attempt, deadline, started, result, streamer):
-                    yield "delta", {"text": delta}
-                prompt_tokens += result.prompt_tokens
-                generated_tokens += result.generated_tokens
-                if result.error is not None:
-                    reasons.append(result.error)
-                    status = "timeout" if result.error.startswith("deadline") else "error"
+            for attempt in range(1, ATTEMPTS + 1):
+                async for sentence in self._attempt(facts, messages, attempt, deadline, started, progress):
+                    yield "delta", progress.delta(sentence)
+                if not progress.pending or progress.error is not None:
                     break
-                with traced(self.tracer, "explain.grounding_check", {"explain.attempt": attempt}) as span:
-                    try:
-                        stated = parse_stated(result.raw)
-                        verdict = check(stated, facts)
-                        reason = verdict.reason
-                    except ValueError as exc:
-                        stated, reason = None, str(exc)
-                    span.set_attribute("explain.grounded", reason is None)
-                    if reason is not None:
-                        span.set_attribute("explain.grounding_reason", reason)
-                if reason is None and stated is not None:
-                    yield "final", self._final(facts, stated.explanation, "model", None, prompt_tokens,
-                                               generated_tokens, started, "ok").model_dump()
-                    return
-                self.metrics.grounding_failures.inc()
-                reasons.append(f"attempt {attempt}: {reason}")
-            reason_text = "; ".join(reasons)
-            log.info("explanation %s falls back to the template: %s", facts.audit_id, reason_text)
-            yield "final", self._final(facts, template, "template", reason_text, prompt_tokens, generated_tokens,
-                                       started, status).model_dump()
+            source, from_model = "model", len(progress.released)
+            if progress.pending:  # the template completes what the model did not deliver
+                source = "template"
+                for sentence in progress.pending:
+                    progress.released.append(sentence.template)
+                    yield "delta", progress.delta(sentence.template)
+            text = " ".join(progress.released)
+            problem = check_complete(text, facts)
+            if problem is not None:  # every released sentence passed its check: a bug in the plan
+                log.error("explanation %s fails the completeness check: %s", facts.audit_id, problem)
+            reasons = progress.failures + ([progress.error] if progress.error else [])
+            status = "ok" if source == "model" else (
+                "timeout" if progress.error and progress.error.startswith("deadline") else
+                "error" if progress.error else "grounding_failed")
+            if source == "template":
+                log.info("explanation %s completed by the template: %s", facts.audit_id, "; ".join(reasons))
+            reason = "; ".join(reasons) if source == "template" else None
+            yield "final", self._final(facts, text, source, reason, progress, from_model, started,
+                                       status).model_dump()
         finally:
             self.metrics.inflight.dec()
 
-    async def _generate(
-        self,
-        facts: AuditFacts,
-        messages: list[dict[str, str]],
-        attempt: int,
-        deadline: float,
-        started: float,
-        result: _Attempt,
-        streamer: FieldStreamer | None,
+    async def _attempt(
+        self, facts: AuditFacts, messages: list[dict[str, str]], attempt: int, deadline: float, started: float,
+        progress: _Progress,
     ) -> AsyncIterator[str]:
-        """Run one generation into ``result``; yield the prose deltas when ``streamer`` is given.
+        """Generate the pending sentences; yield each one that passes its check, stop at the first that fails."""
+        pending = progress.pending
+        prefix = " ".join(progress.released) + " " if progress.released else ""
+        buffer = ""
+        generation = self._generate(facts, messages, pending, prefix, attempt, deadline, progress)
+        async with aclosing(generation):  # leaving early (a failed sentence) aborts the generation now
+            async for chunk, final in generation:
+                buffer += chunk
+                complete, buffer = split_sentences(buffer, final=final)
+                for text in complete:
+                    sentence = progress.pending[0] if progress.pending else None
+                    if sentence is None:
+                        return  # the model wrote more than planned: the plan is complete, the rest is dropped
+                    with traced(self.tracer, "explain.grounding_check",
+                                {"explain.attempt": attempt, "explain.topic": sentence.topic}) as span:
+                        reason = check_sentence(sentence, text, facts)
+                        span.set_attribute("explain.grounded", reason is None)
+                    if reason is not None:
+                        log.info("explanation %s: %s: %r", facts.audit_id, reason, text)
+                        self.metrics.grounding_failures.inc()
+                        progress.failures.append(f"attempt {attempt}: {reason}")
+                        return  # closing the generation aborts it: nothing unchecked is shown
+                    progress.released.append(text)
+                    if progress.first_sentence_s is None:
+                        progress.first_sentence_s = time.perf_counter() - started
+                        self.metrics.ttft.observe(progress.first_sentence_s)
+                    yield text
+        if progress.pending and progress.error is None:
+            progress.failures.append(f"attempt {attempt}: output ended before the {progress.pending[0].topic} sentence")
+
+    async def _generate(
+        self, facts: AuditFacts, messages: list[dict[str, str]], pending: list[Sentence], prefix: str,
+        attempt: int, deadline: float, progress: _Progress,
+    ) -> AsyncIterator[tuple[str, bool]]:
+        """Stream ``(text, is_last)`` of one generation; errors and the deadline end up in ``progress.error``.
 
         The span is started by hand (not as the current span) because this generator yields:
         a current-span context must not stay attached while the consumer runs between chunks.
@@ -146,18 +180,22 @@ class ExplainService:
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature if attempt == 1 else self.options.retry_temperature,
             seed=None if attempt == 1 else RETRY_SEED,
-            json_schema=explanation_schema(),
+            regex=guide_regex(pending),
+            assistant_prefix=prefix,
         )
         span = self.tracer.start_span(
             "explain.generation",
             attributes={
                 "explain.attempt": attempt,
+                "explain.sentences": len(pending),
                 "llm.model": self.generator.model,
                 "llm.backend": self.generator.backend,
                 "llm.temperature": request.temperature,
             },
         )
         stream = self.generator.generate(request)
+        prompt_tokens = generated_tokens = 0
+        first_token = True
         try:
             while True:
                 remaining = deadline - time.perf_counter()
@@ -166,42 +204,43 @@ class ExplainService:
                 try:
                     chunk = await asyncio.wait_for(anext(stream), timeout=remaining)
                 except StopAsyncIteration:
+                    yield "", True
                     break
-                if chunk.text and result.first_token_s is None:
-                    result.first_token_s = time.perf_counter() - started
-                    self.metrics.ttft.observe(result.first_token_s)
-                    span.set_attribute("llm.time_to_first_token_s", round(result.first_token_s, 4))
-                result.raw += chunk.text
-                result.prompt_tokens = chunk.prompt_tokens
-                result.generated_tokens = chunk.generated_tokens
-                if streamer is not None and chunk.text:
-                    piece = streamer.feed(chunk.text)
-                    if piece:
-                        yield piece
+                prompt_tokens, generated_tokens = chunk.prompt_tokens, chunk.generated_tokens
+                if chunk.text and first_token:
+                    first_token = False
+                    ttft = time.perf_counter() - progress.started
+                    self.metrics.ttft.observe(ttft)
+                    span.set_attribute("llm.time_to_first_token_s", round(ttft, 4))
+                yield chunk.text, False
         except TimeoutError:
-            result.error = f"deadline of {self.options.timeout_s:g} s exceeded during attempt {attempt}"
+            progress.error = f"deadline of {self.options.timeout_s:g} s exceeded during attempt {attempt}"
             span.set_status(trace.Status(trace.StatusCode.ERROR, "deadline exceeded"))
         except Exception as exc:  # the engine failed: the template still answers, the span says why
             log.warning("generation failed for %s: %s", facts.audit_id, exc, exc_info=True)
-            result.error = f"generation failed: {type(exc).__name__}"
+            progress.error = f"generation failed: {type(exc).__name__}"
             span.record_exception(exc)
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
         finally:
             await stream.aclose()
-            span.set_attribute("llm.prompt_tokens", result.prompt_tokens)
-            span.set_attribute("llm.generated_tokens", result.generated_tokens)
+            progress.prompt_tokens += prompt_tokens
+            progress.generated_tokens += generated_tokens
+            span.set_attribute("llm.prompt_tokens", prompt_tokens)
+            span.set_attribute("llm.generated_tokens", generated_tokens)
             span.end()
-            self.metrics.prompt_tokens.inc(result.prompt_tokens)
-            self.metrics.generated_tokens.inc(result.generated_tokens)
+            self.metrics.prompt_tokens.inc(prompt_tokens)
+            self.metrics.generated_tokens.inc(generated_tokens)
 
     def _final(
-        self, facts: AuditFacts, text: str, source: str, reason: str | None, prompt_tokens: int,
-        generated_tokens: int, started: float, status: str,
+        self, facts: AuditFacts, text: str, source: str, reason: str | None, progress: _Progress, from_model: int,
+        started: float, status: str,
     ) -> Explanation:
         self.metrics.requests.labels(source=source, status=status).inc()
         self.metrics.duration.observe(time.perf_counter() - started)
         return Explanation(
             audit_id=facts.audit_id, text=text, source=source,  # type: ignore[arg-type]
             reason=reason, model=self.generator.model, backend=self.generator.backend,
-            prompt_tokens=prompt_tokens, generated_tokens=generated_tokens,
+            prompt_tokens=progress.prompt_tokens, generated_tokens=progress.generated_tokens,
+            model_sentences=from_model, template_sentences=len(progress.released) - from_model,
+            check_failures=progress.failures, first_sentence_s=progress.first_sentence_s,
         )

@@ -1,7 +1,7 @@
-"""The deterministic side of an explanation: fact lines, the template text, the allowed numbers.
+"""The deterministic side of an explanation: number formatting, the allowed numbers, consistency.
 
-Everything here is a pure function of the audit record. The template is both the fallback answer
-and the material the model rephrases, so the model never sees a fact the record does not hold.
+Everything here is a pure function of the audit record (the sentence plan and the template are in
+``llm_serving.sentences``).
 """
 
 from __future__ import annotations
@@ -31,61 +31,22 @@ def fmt_number(value: float) -> str:
     return text or "0"
 
 
-def _relation(facts: AuditFacts) -> str:
-    return "at or below" if facts.decision == "accept" else "above"
-
-
-def fact_lines(facts: AuditFacts) -> list[str]:
-    """The facts the model may state, one short line each (what the prompt carries)."""
-    lines = [f"Decision: {facts.decision}."]
-    for m in facts.modalities:
-        lines.append(f"The {m.modality} Hamming distance is {m.distance} (of {CODE_BITS} bits).")
-    lines.append(f"The threshold is {fmt_number(facts.threshold)}.")
-    if len(facts.modalities) > 1:
-        lines.append(f"The fused distance (mean of both) is {fmt_number(facts.fused_distance)}.")
-    lines.append(
-        f"The {'fused ' if len(facts.modalities) > 1 else ''}distance {fmt_number(facts.fused_distance)} is "
-        f"{_relation(facts)} the threshold {fmt_number(facts.threshold)}, so the result is {facts.decision}."
-    )
-    return lines
-
-
-def template_text(facts: AuditFacts) -> str:
-    """The fallback explanation: every fact of the record, worded without a model."""
-    verdict = "accepted" if facts.decision == "accept" else "rejected"
-    parts = [f"Verification {verdict}."]
-    for m in facts.modalities:
-        parts.append(
-            f"The {m.modality} probe differed from the enrolled template in {m.distance} of {CODE_BITS} bits "
-            f"(Hamming distance; {m.modality} model version {m.model_version}, {m.backend} {m.precision}, arm {m.arm})."
-        )
-    subject = "fused distance (mean of the modalities)" if len(facts.modalities) > 1 else "distance"
-    outcome = (
-        "so the probe matched the enrolled template"
-        if facts.decision == "accept"
-        else "so the probe did not match the enrolled template"
-    )
-    parts.append(
-        f"The {subject} {fmt_number(facts.fused_distance)} is {_relation(facts)} the threshold "
-        f"{fmt_number(facts.threshold)}, {outcome}."
-    )
-    return " ".join(parts)
-
-
 def allowed_numbers(facts: AuditFacts) -> set[float]:
     """Every number a grounded text may state: the record's numbers and the code length."""
-    numbers: set[float] = {float(CODE_BITS), float(facts.threshold), float(facts.fused_distance)}
-    numbers.add(float(len(facts.modalities)))
+    numbers: set[float] = {float(CODE_BITS), float(facts.threshold), float(len(facts.modalities))}
+    if facts.fused_distance is not None:
+        numbers.add(float(facts.fused_distance))
     for m in facts.modalities:
         numbers.add(float(m.distance))
-        for token in (m.model_version, m.arm, m.precision, m.backend):
+        for token in (m.model_version, m.arm, m.precision, m.backend, *m.fallbacks):
             numbers.update(numbers_in(token, standalone=False))
     return numbers
 
 
-
 def check_consistent(facts: AuditFacts) -> str | None:
     """Why the record is impossible (decision against its own numbers), or None when it is not."""
+    if facts.fused_distance is None:  # subject_locked: nothing compared (the schema checks the rest)
+        return None
     distances = [m.distance for m in facts.modalities]
     modalities = [m.modality for m in facts.modalities]
     if len(set(modalities)) != len(modalities):

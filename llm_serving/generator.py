@@ -20,6 +20,11 @@ class GenerationRequest:
     seed: int | None = None
     # JSON schema the output must follow (guided decoding); None = free text.
     json_schema: dict[str, Any] | None = None
+    # Regular expression the output must match (guided decoding); exclusive with json_schema.
+    regex: str | None = None
+    # Text the assistant's answer already starts with (checked sentences of an earlier attempt):
+    # the model continues after it; the chunks carry only the continuation.
+    assistant_prefix: str = ""
     trace_headers: dict[str, str] = field(default_factory=dict)
 
 

@@ -114,22 +114,38 @@ def check(stated: StatedExplanation, facts: AuditFacts) -> GroundingResult:
     if not text:
         return GroundingResult(False, "empty explanation")
     says_accept, says_reject = stated_decision(text)
-    if facts.decision == "accept" and (says_reject or not says_accept):
+    if facts.decision == "accept" and not says_accept:
         return GroundingResult(False, "prose does not state the decision accept (or states reject)")
-    if facts.decision == "reject" and (says_accept or not says_reject):
+    if facts.decision == "reject" and not says_reject:
         return GroundingResult(False, "prose does not state the decision reject (or states accept)")
-    if facts.decision == "accept" and _ABOVE.search(text):
-        return GroundingResult(False, "prose puts the distance above the threshold of an accepted record")
-    if facts.decision == "reject" and _BELOW.search(text):
-        return GroundingResult(False, "prose puts the distance below the threshold of a rejected record")
-    allowed = allowed_numbers(facts)
     for value in stated.numbers_cited:
-        if not _is_allowed(value, allowed):
+        if not _is_allowed(value, allowed_numbers(facts)):
             return GroundingResult(False, f"cited number {fmt_number(value)} is not in the record")
+    reason = check_claims(text, facts)
+    return GroundingResult(reason is None, reason)
+
+
+def check_claims(text: str, facts: AuditFacts) -> str | None:
+    """What ``text`` (a sentence or a whole explanation) claims against the record, or None.
+
+    Unlike ``check`` it does not require the decision to be stated: a sentence about a distance
+    need not repeat it; it must never state the opposite one.
+    """
+    says_accept, says_reject = stated_decision(text)
+    if facts.decision == "accept" and says_reject:
+        return "prose does not state the decision accept (or states reject)"
+    if facts.decision == "reject" and says_accept:
+        return "prose does not state the decision reject (or states accept)"
+    if facts.decision == "accept" and _ABOVE.search(text):
+        return "prose puts the distance above the threshold of an accepted record"
+    if facts.decision == "reject" and _BELOW.search(text):
+        return "prose puts the distance below the threshold of a rejected record"
+    allowed = allowed_numbers(facts)
     for value in numbers_in(text):
         if not _is_allowed(value, allowed):
-            return GroundingResult(False, f"number {fmt_number(value)} in the text is not in the record")
+            return f"number {fmt_number(value)} in the text is not in the record"
     distances = {m.modality: float(m.distance) for m in facts.modalities}
+    fused = facts.fused_distance
     for modality, pattern in _MODALITY_NUMBER.items():
         own = distances.get(modality)
         if own is None:
@@ -140,19 +156,19 @@ def check(stated: StatedExplanation, facts: AuditFacts) -> GroundingResult:
         # the fused distance of a face (72) + fingerprint (0) record.
         # Other numbers there (threshold, model version, code length) are checked against the record
         # as a whole above; here only the mix-ups: another modality's distance, or the fused one.
-        mixups = {d for name, d in distances.items() if name != modality} | {float(facts.fused_distance)}
+        mixups = {d for name, d in distances.items() if name != modality}
+        if fused is not None:
+            mixups.add(float(fused))
         for match in pattern.finditer(text):
             value = float(match.group(1))
             if value == own or value not in mixups:
                 continue
-            if value == facts.fused_distance and _FUSED_WORDS.search(match.group(0)):
+            if value == fused and _FUSED_WORDS.search(match.group(0)):
                 continue
-            kind = "of another modality" if value != facts.fused_distance else "that is the fused one"
-            reason = (f"prose gives {modality} the distance {fmt_number(value)} {kind}; "
-                      f"its distance is {fmt_number(own)}")
-            return GroundingResult(False, reason)
-    present = set(distances)
+            kind = "of another modality" if value != fused else "that is the fused one"
+            return f"prose gives {modality} the distance {fmt_number(value)} {kind}; its distance is {fmt_number(own)}"
+    present = set(distances) | set(facts.missing_modalities)
     for modality, pattern in _MODALITY_WORDS.items():
         if modality not in present and pattern.search(text):
-            return GroundingResult(False, f"prose names {modality}, which the record does not hold")
-    return GroundingResult(True)
+            return f"prose names {modality}, which the record does not hold"
+    return None

@@ -29,6 +29,11 @@ class ExplainerMetrics:
             "servestack_explainer_time_to_first_token_seconds", "Time from request to the first generated token",
             buckets=_TTFT_BUCKETS, registry=self.registry,
         )
+        self.first_sentence = Histogram(
+            "servestack_explainer_time_to_first_sentence_seconds",
+            "Time from request to the first checked sentence (the first text a client sees)",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
         self.generated_tokens = Counter(
             "servestack_explainer_generated_tokens_total", "Tokens generated for explanations",
             registry=self.registry,
@@ -37,7 +42,7 @@ class ExplainerMetrics:
             "servestack_explainer_prompt_tokens_total", "Prompt tokens of explanations", registry=self.registry,
         )
         self.grounding_failures = Counter(
-            "servestack_explainer_grounding_failures_total", "Generated explanations rejected by the grounding check",
+            "servestack_explainer_grounding_failures_total", "Generated sentences rejected by the check",
             registry=self.registry,
         )
         self.inflight = Gauge(

@@ -42,6 +42,7 @@ def build_cli_args(settings: ExplainerSettings, model_dir: Path, served_name: st
         "--max-model-len", str(settings.max_model_len),
         "--max-num-seqs", str(settings.max_num_seqs),
         "--dtype", settings.dtype,
+        f"--structured-outputs-config.backend={settings.structured_outputs_backend}",
     ]
     if settings.enforce_eager:
         argv.append("--enforce-eager")
@@ -114,12 +115,13 @@ class VllmGenerator:
         if engine is None:
             raise RuntimeError("the vLLM engine is not running")
         prompt = self._tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+        prompt += request.assistant_prefix
         (engine_input,) = await engine.renderer.render_cmpl_async([{"prompt": prompt}])
-        structured = (
-            StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
-            if request.json_schema is not None
-            else None
-        )
+        structured = None
+        if request.regex is not None:
+            structured = StructuredOutputsParams(regex=request.regex)
+        elif request.json_schema is not None:
+            structured = StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
         params = SamplingParams(
             max_tokens=request.max_tokens,
             temperature=request.temperature,

@@ -46,8 +46,11 @@ from router.ops import mount_docs, ops
 from router.outcomes import outcomes
 from router.pod_transport import PodTransport
 from router.policy import EXPLAINER
+from router.policy_sources.factory import make_source
+from router.policy_sources.file import FilePolicySource
 from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
+from router.ratelimit_store import SharedRateLimiter, shared_limiter
 from router.shadow import ShadowWork
 from router.templates import TemplateStore
 from router.upstream import HashGateway
@@ -89,8 +92,10 @@ def create_app(
     telemetry = telemetry or setup_telemetry("servestack-router", settings.service_version)
     metrics = RouterMetrics()
     register_span_metrics(metrics.registry, "servestack_router_spans_dropped_total", telemetry)
-    assert settings.policy_path is not None  # RouterSettings refuses None
-    holder = PolicyHolder(settings.policy_path, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
+    source = make_source(settings)
+    holder = PolicyHolder(source, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
+    if isinstance(source, FilePolicySource):
+        holder.load_snapshot(source.read_now())  # a bad file stops the router here, before it serves
     keys = load_keys(settings.keys_file) if settings.keys_file is not None and not settings.auth_disabled else None
     balancer = Balancer(
         consecutive_failures=settings.outlier_consecutive_failures,
@@ -103,6 +108,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not holder.loaded:
+            await holder.load()  # a remote source (the ConfigMap) is read once the loop runs
         # Every pod call goes through one pool: the explainer's through the shared client, the
         # hasher's (the hot path) through the same transport's byte-level request method.
         pods = PodTransport(max_connections_per_origin=settings.http_max_connections)
@@ -122,6 +129,7 @@ def create_app(
         discovery = Discovery(balancer, settings.dns_refresh_s, slice_fns)
         holder.subscribe(discovery.apply)
         holder.subscribe(metrics.set_weights)
+        holder.subscribe(lambda policy: metrics.policy_version.set(policy.version))
 
         async def probe_hasher(url: str) -> bool:
             return await hasher.ready(url, timeout_s=settings.health_timeout_s)
@@ -138,9 +146,13 @@ def create_app(
             http, db, audit, templates, background, health)
         st.flow = VerificationService(settings, holder, gateway, templates, audit, metrics, telemetry.tracer, shadow)
         st.explanations = ExplanationService(explainer, balancer, audit, telemetry.tracer,
-                                             settings.explainer_timeout_s)
+                                             settings.explainer_timeout_s,
+                                             default_threshold=settings.default_threshold,
+                                             canary_of=lambda route, arm: holder.current.is_canary(route, arm))
         tasks = [asyncio.create_task(holder.watch(settings.policy_poll_s), name="policy-watch"),
                  asyncio.create_task(health.run(), name="health-checks")]
+        if isinstance(limiter, SharedRateLimiter):
+            tasks.append(asyncio.create_task(limiter.run(), name="ratelimit-leases"))
         if settings.gc_freeze:
             # What is alive now (FastAPI, pydantic, SQLAlchemy, the OTel SDK: ~150k objects) lives
             # as long as the process; frozen, no later collection walks it again. Unfrozen, every
@@ -162,9 +174,14 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await background.cancel_all()
+            if isinstance(limiter, SharedRateLimiter):
+                await limiter.close()  # leases go back to the shared buckets
             discovery.close()
             await http.aclose()  # closes ``pods`` too
             await asyncio.to_thread(db.close)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
             telemetry.shutdown()
 
     app = FastAPI(title="ServeStack router", version=settings.service_version, description=DESCRIPTION,
@@ -174,7 +191,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.policy = holder
     app.state.balancer = balancer
-    app.state.authenticator = Authenticator(keys, RateLimiter(),
+    limiter = shared_limiter(settings, metrics) if settings.ratelimit_store == "database" else RateLimiter()
+    app.state.authenticator = Authenticator(keys, limiter,
                                             on_limited=lambda name: metrics.rate_limited.labels(name).inc())
     app.state.started = False
     for exc_type in (RouterError, RequestValidationError, StarletteHTTPException, Exception):

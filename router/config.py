@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,8 +32,14 @@ class RouterSettings(BaseSettings):
     log_level: str = "INFO"
     service_version: str = "0.1.0"
 
-    policy_path: Path | None = Field(None, description="traffic policy YAML (hot-reloaded)")
-    policy_poll_s: float = Field(1.0, gt=0, description="how often the policy file is checked for changes")
+    policy_source: Literal["file", "configmap"] = Field(
+        "file", description="where the policy lives: policy_path, or a ConfigMap through the Kubernetes API")
+    policy_path: Path | None = Field(None, description="traffic policy YAML (hot-reloaded; policy_source=file)")
+    policy_poll_s: float = Field(1.0, gt=0, description="how often the policy source is checked for changes")
+    policy_configmap: str = Field("router-policy", description="the policy ConfigMap (policy_source=configmap)")
+    policy_configmap_key: str = Field("policy.yaml", description="its data key holding the policy YAML")
+    policy_namespace: str = Field("default", description="the ConfigMap's namespace")
+    kube_api_url: str | None = Field(None, description="Kubernetes API URL; default: in-cluster (service account)")
     keys_file: Path | None = Field(None, description="API keys YAML (hashed keys, scopes, rate limits)")
     auth_disabled: bool = Field(False, description="development only: every caller gets client+admin scopes")
     audit_url: str = Field("sqlite:///.servestack/audit.db", description="sqlite:///path or postgresql+psycopg://...")
@@ -56,8 +63,9 @@ class RouterSettings(BaseSettings):
     retry_budget_min_per_s: float = Field(5.0, ge=0, description="retries always allowed per second per backend")
     retry_budget_window_s: float = Field(10.0, gt=0)
     http_max_connections: int = Field(512, ge=1)
-    fast_path: bool = Field(True, description="serve POST /v1/hash, /v1/verify, /v1/enroll by direct ASGI "
-                                              "handlers (router.fastpath); false: through FastAPI's routes")
+    fast_path: bool = Field(True, description="dispatch POST /v1/hash, /v1/verify, /v1/enroll to their "
+                                              "handlers directly (router.fastpath); false: through FastAPI's "
+                                              "routes (same handlers, same answers)")
 
     outlier_consecutive_failures: int = Field(3, ge=1, description="eject a replica after this many failures in a row")
     outlier_base_ejection_s: float = Field(5.0, gt=0, description="first ejection; doubles per repeat, capped")
@@ -73,6 +81,13 @@ class RouterSettings(BaseSettings):
     template_migration: bool = Field(True, description="enrol other arms' codes after an accepted verification")
     enroll_all_arms: bool = Field(True, description="enrol on every weighted arm of a route, not only the chosen one")
     ready_requires_backends: bool = Field(True, description="/readyz needs a healthy replica per route")
+    ratelimit_store: Literal["local", "database"] = Field(
+        "local", description="per-key token buckets in this process, or shared by all replicas in the audit DB")
+    ratelimit_lease_s: float = Field(0.1, gt=0, le=5, description="database store: a replica takes this many "
+                                                                   "seconds' worth of a key's rate at a time")
+    ratelimit_store_down: Literal["open", "closed"] = Field(
+        "open", description="database store unreachable: open = each replica limits alone (up to R x the "
+                            "limit), closed = refuse once the leased tokens are spent")
     gc_freeze: bool = Field(True, description="freeze the objects alive at start-up out of the garbage "
                                               "collector's reach (fewer, shorter collections under load)")
     gc_gen0_threshold: int = Field(10_000, ge=0, description="net new container objects between young "
@@ -85,8 +100,8 @@ class RouterSettings(BaseSettings):
                 "keys_file is required (SERVESTACK_ROUTER_KEYS_FILE); set SERVESTACK_ROUTER_AUTH_DISABLED=true "
                 "to run without authentication (development only)"
             )
-        if self.policy_path is None:
-            raise ValueError("policy_path is required (SERVESTACK_ROUTER_POLICY_PATH)")
+        if self.policy_source == "file" and self.policy_path is None:
+            raise ValueError("policy_path is required (SERVESTACK_ROUTER_POLICY_PATH) with policy_source=file")
         if self.outlier_max_ejection_s < self.outlier_base_ejection_s:
             raise ValueError("outlier_max_ejection_s must be >= outlier_base_ejection_s")
         return self

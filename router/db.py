@@ -126,14 +126,26 @@ def _v3_experiments(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v4_rate_buckets(conn: Connection) -> None:
+    # Written out, not derived from a Table: a migration must not change when the model does.
+    # One token bucket per API key, shared by every router replica (router/ratelimit_store.py).
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS rate_buckets ("
+        " key VARCHAR(128) NOT NULL PRIMARY KEY,"
+        " tokens DOUBLE PRECISION NOT NULL,"
+        " updated_at DOUBLE PRECISION NOT NULL)"
+    )
+
+
 # Append-only: (version, name, step). A step receives a connection inside the migration transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial: audit_records, audit_modalities, templates", _v1_initial),
     (3, "experiments: assignment kind and policy version per row, audit_outcomes, policy_versions", _v3_experiments),
+    (4, "rate_buckets: per-key token buckets shared by router replicas", _v4_rate_buckets),
 ]
 
 
-def _enable_wal(cur: Any, timeout_s: float = 30.0) -> None:
+def enable_wal(cur: Any, timeout_s: float = 30.0) -> None:
     """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock it needs.
 
     Switching a new file to WAL takes an exclusive lock without calling the busy handler, so two
@@ -161,7 +173,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            _enable_wal(cur)
+            enable_wal(cur)
             cur.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acked = durable
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()

@@ -171,3 +171,20 @@ class UpstreamUnavailable(Unavailable):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class VersionConflict(RouterError):
+    """412 version_conflict: ``If-Match`` names a policy version that is no longer in force."""
+
+    status = 412
+    code = "version_conflict"
+
+
+class ExplainerUnavailable(Unavailable):
+    """No explainer endpoint is reachable at all (503 + Retry-After); any other explainer failure
+    is answered with the template explanation instead."""
+
+    code = "explainer_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = 5) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)

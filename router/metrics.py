@@ -45,6 +45,12 @@ class RouterMetrics:
         self.decisions = Counter(p + "decisions_total", "verification decisions", ["decision"], registry=r)
         self.policy_weight = Gauge(p + "policy_weight", "current arm weights", ["route", "arm"], registry=r)
         self.policy_reloads = Counter(p + "policy_reloads_total", "policy swaps and refusals", ["result"], registry=r)
+        self.policy_version = Gauge(p + "policy_version", "version of the policy in force (from its source)",
+                                    registry=r)
+        self.ratelimit_store_errors = Counter(p + "ratelimit_store_errors_total",
+                                              "rate-limit store calls that failed", registry=r)
+        self.ratelimit_store_up = Gauge(p + "ratelimit_store_up", "1 when the last rate-limit store call worked",
+                                        registry=r)
         self.rate_limited = Counter(p + "rate_limited_total", "requests refused by the rate limit", ["key"], registry=r)
         self.audit_commit = Histogram(p + "audit_commit_duration_seconds", "group commit duration",
                                       buckets=_BUCKETS, registry=r)

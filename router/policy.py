@@ -275,6 +275,11 @@ class TrafficPolicy:
         header = headers.get(key.header.lower()) if isinstance(key, StickyHeader) else None
         return header or subject_id
 
+    def is_canary(self, route: str, arm: str) -> bool:
+        """True for an arm of ``route`` other than its first (the stable arm); False when unknown."""
+        spec = self.spec.routes.get(route)
+        return spec is not None and arm != spec.arms[0].name and any(a.name == arm for a in spec.arms)
+
     def arm(self, route: str, name: str, reason: Reason = "pinned") -> Arm:
         spec = self._route(route)
         for a in spec.arms:

@@ -6,6 +6,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """What the authenticator asks: this one in-process, router.ratelimit_store's shared by replicas."""
+
+    def check(self, key: str, rate_per_s: float, burst: float) -> float:
+        """0 when the request may go; otherwise the wait in seconds (for Retry-After)."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from canary.actuators import ActuatorError
 from canary.actuators.configmap import ConfigMapActuator, policy_patch
 from router.policy_store import parse_policy
+from tests.router.support.kube_api import ResourceVersionEmulator
 
 POLICY = {
     "backends": {
@@ -88,3 +89,41 @@ def test_kubectl_accepts_the_patch_body(tmp_path: Path) -> None:
     spec = parse_policy(patched["data"]["policy.yaml"])
     assert {a.name: a.weight for a in spec.routes["face"].arms} == {"v1": 0.0, "v2": 100.0}
     assert set(patched["data"]) == {"policy.yaml"}
+
+
+@pytest.mark.kmock(cls=ResourceVersionEmulator)
+async def test_a_concurrent_edit_is_retried_over_or_refused_never_lost(kmock) -> None:
+    api = core_api(str(kmock.url))
+    await asyncio.to_thread(api.create_namespaced_config_map, "servestack", configmap_manifest())
+    act = ConfigMapActuator(api, "servestack")
+    other = ConfigMapActuator(core_api(str(kmock.url)), "servestack")
+    assert await act.get_weights("face") == {"v1": 90.0, "v2": 10.0}
+
+    # Another writer changes the shadow between our read and our patch: 409, read again, retry.
+    real_read = act._read
+    raced = []
+
+    def read_then_race() -> tuple[str, str | None]:
+        got = real_read()
+        if not raced:
+            raced.append(True)
+            text = yaml.safe_load(got[0])
+            text["routes"]["face"]["shadow"]["percent"] = 50
+            api.patch_namespaced_config_map("router-policy", "servestack",
+                                            {"data": {"policy.yaml": yaml.safe_dump(text)}},
+                                            _content_type="application/merge-patch+json")
+        return got
+
+    act._read = read_then_race  # type: ignore[method-assign]
+    await act.set_weights("face", {"v1": 70, "v2": 30})
+    spec = parse_policy((await asyncio.to_thread(api.read_namespaced_config_map, "router-policy", "servestack"))
+                        .data["policy.yaml"])
+    assert {a.name: a.weight for a in spec.routes["face"].arms} == {"v1": 70.0, "v2": 30.0}
+    assert spec.routes["face"].shadow is not None and spec.routes["face"].shadow.percent == 50  # kept
+    assert kmock.sent_versions.count(None) == 1  # only the racing writer sent no resourceVersion
+
+    # An operator moves the canary's own arms: the next step refuses instead of reverting them.
+    await other.set_weights("face", {"v1": 100, "v2": 0})
+    with pytest.raises(ActuatorError, match="changed by another writer"):
+        await act.set_weights("face", {"v1": 50, "v2": 50})
+    assert await other.get_weights("face") == {"v1": 100.0, "v2": 0.0}

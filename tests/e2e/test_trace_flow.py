@@ -42,7 +42,9 @@ HASHER_PATHS = re.compile(r"^/v1/hash$|^/v2/models/")
 STOCK_SDK = {"SERVESTACK_TRACER": "sdk", "SERVESTACK_OTLP_ENCODER": "official"}
 
 
-@pytest.fixture(params=["lean", "stock-sdk"])
+# The stock-SDK stack first: it is stopped before the session's stack starts, so that two stacks
+# never run at once.
+@pytest.fixture(params=["stock-sdk", "lean"])
 def traced_stack(request: pytest.FixtureRequest, otlp_endpoint: str,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
     """The session's stack (lean tracer, fast encoder), or one of its own with the SDK's tracer and

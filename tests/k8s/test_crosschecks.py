@@ -169,12 +169,12 @@ def test_policy_configmap_parses_with_the_router_model_and_points_at_services(ob
     face = {a.name: (a.backend, a.weight) for a in spec.routes["face"].arms}
     assert face == {"v1": ("hasher-face-v1", 100), "v2": ("hasher-face-v2", 0)}
     assert spec.routes["face"].shadow is not None and spec.routes["face"].shadow.arm == "v2"
-    # The router reads the ConfigMap from the directory it is mounted at (no subPath: updates arrive).
+    # The router reads this very ConfigMap through the API, in its own namespace.
     router = get(objs, "Deployment", "router")
-    container = pod_spec(router)["containers"][0]
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "policy")
-    assert "subPath" not in mount
-    assert env_map(objs, container)["SERVESTACK_ROUTER_POLICY_PATH"] == f"{mount['mountPath']}/policy.yaml"
+    env = env_map(objs, pod_spec(router)["containers"][0])
+    assert env["SERVESTACK_ROUTER_POLICY_SOURCE"] == "configmap"
+    assert env["SERVESTACK_ROUTER_POLICY_CONFIGMAP"] == "router-policy"
+    assert env["SERVESTACK_ROUTER_POLICY_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def _settings_classes() -> dict[str, tuple[str, type]]:

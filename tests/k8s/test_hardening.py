@@ -65,6 +65,9 @@ def test_rbac_is_least_privilege(objs: tuple[dict, ...]) -> None:
     assert rules == {
         "servestack-endpointslice-reader": [
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}],
+        "servestack-router-policy": [
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["router-policy"],
+             "verbs": ["get", "patch"]}],
         "servestack-canary-policy-editor": [
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["router-policy"],
              "verbs": ["get", "patch"]}],
@@ -72,6 +75,7 @@ def test_rbac_is_least_privilege(objs: tuple[dict, ...]) -> None:
     get(objs, "ConfigMap", "router-policy")  # the name the canary Role grants must exist unhashed
     bound = {(b["roleRef"]["name"], s["name"]) for b in of_kind(objs, "RoleBinding").values() for s in b["subjects"]}
     assert bound == {("servestack-endpointslice-reader", "servestack-router"),
+                     ("servestack-router-policy", "servestack-router"),
                      ("servestack-canary-policy-editor", "servestack-canary")}
 
 

@@ -10,9 +10,9 @@ def face(distance: int, *, arm: str = "v1", version: str = "1") -> ModalityFacts
                          precision="int8", backend="onnxruntime")
 
 
-def fingerprint(distance: int) -> ModalityFacts:
+def fingerprint(distance: int, **extra: object) -> ModalityFacts:
     return ModalityFacts(modality="fingerprint", distance=distance, arm="v1", model_version="1",
-                         precision="bf16", backend="openvino")
+                         precision="bf16", backend="openvino", **extra)  # type: ignore[arg-type]
 
 
 ACCEPTED = AuditFacts(audit_id="aud-accept", decision="accept", threshold=30, fused_distance=12, modalities=[face(12)])
@@ -20,6 +20,14 @@ REJECTED = AuditFacts(audit_id="aud-reject", decision="reject", threshold=30, fu
 MULTIMODAL = AuditFacts(
     audit_id="aud-multi", decision="reject", threshold=30, fused_distance=40.5,
     modalities=[face(47, arm="v2", version="2"), fingerprint(34)],
+)
+
+LOCKED = AuditFacts(audit_id="aud-locked", kind="subject_locked", decision="reject", threshold=24)
+# Every decision kind at once: a fallback, a canary arm, the client's threshold, a missing modality.
+EVERY_KIND = AuditFacts(
+    audit_id="aud-kinds", decision="accept", threshold=30, threshold_source="client", fused_distance=21,
+    modalities=[face(21, arm="v2").model_copy(update={"canary": True, "fallbacks": ["tensorrt"]})],
+    missing_modalities=["fingerprint"],
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from llm_serving.app import create_app
 from llm_serving.config import ExplainerSettings
 from llm_serving.generator import GenerationChunk, GenerationRequest
+from llm_serving.sentences import check_complete
 from tracing import setup_telemetry
 
 _spec = importlib.util.spec_from_file_location("llm_records", Path(__file__).with_name("records.py"))
@@ -69,12 +71,20 @@ class ScriptedGenerator:
                 self.closed_early += 1
 
 
-def output(decision: str, text: str, cited: list[float]) -> str:
-    return json.dumps({"decision": decision, "explanation": text, "numbers_cited": cited})
+GOOD = ("The verification was accepted. The face probe had a Hamming distance of 12. "
+        "This is at or below the threshold of 30, as required.")
+# The second sentence gives the face a wrong distance (guided decoding prevents it; the check must not rely on it).
+WRONG_NUMBER = ("The verification was accepted. The face probe had a Hamming distance of 13. "
+                "This is at or below the threshold of 30, as required.")
+WRONG_CONTINUATION = "The face probe had a Hamming distance of 13. This is at or below the threshold of 30."
 
 
-GOOD = output("accept", "The face was accepted: distance 12 is at or below the threshold of 30.", [12, 30])
-WRONG_NUMBER = output("accept", "The face was accepted: distance 13 is at or below the threshold of 30.", [13, 30])
+def sse_events(raw: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in (b for b in raw.split("\n\n") if b):
+        head, data = block.split("\n", 1)
+        out.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return out
 
 
 class Harness:
@@ -109,54 +119,106 @@ async def test_model_explanation_is_returned_when_grounded() -> None:
     assert resp.status_code == 200
     body = resp.json()
     assert body["source"] == "model" and body["reason"] is None
-    assert body["text"] == json.loads(GOOD)["explanation"]
+    assert body["text"] == GOOD
     assert (body["model"], body["backend"]) == ("scripted", "test")
     assert body["generated_tokens"] == len(GOOD) and body["prompt_tokens"] == 100
+    assert (body["model_sentences"], body["template_sentences"], body["check_failures"]) == (3, 0, [])
+    assert body["first_sentence_s"] > 0
     assert len(harness.generator.requests) == 1
-    assert harness.generator.requests[0].json_schema is not None
+    guide = harness.generator.requests[0].regex
+    assert re.fullmatch(guide, GOOD) and not re.fullmatch(guide, WRONG_NUMBER)  # only the record's numbers
     assert harness.metric("servestack_explainer_requests_total", source="model", status="ok") == 1
     # Span export health: the counter is there (None would mean not exported), nothing dropped.
     assert harness.app.state.metrics.registry.get_sample_value("servestack_explainer_spans_dropped_total") == 0
 
 
-async def test_wrong_number_retries_once_then_falls_back_to_template() -> None:
-    harness = Harness(ScriptedGenerator([WRONG_NUMBER]))
+async def test_wrong_sentence_retries_after_the_checked_ones_then_the_template_completes() -> None:
+    harness = Harness(ScriptedGenerator([WRONG_NUMBER, WRONG_CONTINUATION]))
     async with harness as client:
         resp = await client.post("/v1/explain", json={"record": records.record_json(records.ACCEPTED)})
     body = resp.json()
     assert resp.status_code == 200
     assert body["source"] == "template"
-    assert "number 13" in body["reason"] and "attempt 2" in body["reason"]
-    assert "12 of 128 bits" in body["text"] and "13" not in body["text"]
+    assert body["check_failures"] == [
+        "attempt 1: distance:face sentence lacks '12'",
+        "attempt 2: distance:face sentence lacks '12'",
+    ]
+    assert body["reason"] == "; ".join(body["check_failures"])
+    # The checked first sentence stays; the template states the rest.
+    assert body["text"].startswith("The verification was accepted. The face probe differed from the enrolled "
+                                   "template in 12 of 128 bits") and "13" not in body["text"]
+    assert (body["model_sentences"], body["template_sentences"]) == (1, 2)
+    assert check_complete(body["text"], records.ACCEPTED) is None
     requests = harness.generator.requests
     assert len(requests) == 2
     assert requests[0].temperature == 0.0 and requests[1].temperature == 0.7 and requests[1].seed is not None
+    assert requests[0].assistant_prefix == "" and requests[1].assistant_prefix == "The verification was accepted. "
+    assert not re.fullmatch(requests[1].regex, "The verification was accepted.")  # the retry skips it
+    assert re.fullmatch(requests[1].regex, GOOD.removeprefix("The verification was accepted. "))
+    assert harness.generator.closed_early == 2  # each failing generation is aborted at its bad sentence
     assert harness.metric("servestack_explainer_grounding_failures_total") == 2
     assert harness.metric("servestack_explainer_requests_total", source="template", status="grounding_failed") == 1
     spans = {s.name: s for s in harness.spans.get_finished_spans()}
     assert {"explain.prompt_build", "explain.generation", "explain.grounding_check", "POST /v1/explain"} <= set(spans)
     generation = [s for s in harness.spans.get_finished_spans() if s.name == "explain.generation"]
     assert [s.attributes["explain.attempt"] for s in generation] == [1, 2]
-    assert generation[0].attributes["llm.generated_tokens"] == len(WRONG_NUMBER)
-    assert generation[0].attributes["llm.time_to_first_token_s"] >= 0
+    assert [s.attributes["explain.sentences"] for s in generation] == [3, 2]
     assert generation[0].parent.span_id == spans["POST /v1/explain"].context.span_id
-    assert spans["explain.grounding_check"].attributes["explain.grounded"] is False
+    assert generation[0].attributes["llm.time_to_first_token_s"] >= 0
+    checks = [s for s in harness.spans.get_finished_spans() if s.name == "explain.grounding_check"]
+    assert [s.attributes["explain.grounded"] for s in checks] == [True, False, False]
 
 
-async def test_sse_streams_prose_deltas_then_final() -> None:
+async def test_sse_streams_one_checked_sentence_per_delta_then_final() -> None:
     harness = Harness(ScriptedGenerator([GOOD], delay_s=0.001))
     async with harness as client:
         async with client.stream("POST", "/v1/explain", json={"record": records.record_json(records.ACCEPTED),
                                                               "stream": True}) as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")
-            raw = (await resp.aread()).decode()
-    events = [block for block in raw.split("\n\n") if block]
-    kinds = [b.split("\n")[0].removeprefix("event: ") for b in events]
-    deltas = [json.loads(b.split("\n")[1].removeprefix("data: "))["text"]
-              for b in events if b.startswith("event: delta")]
-    assert kinds[-1] == "final" and kinds.count("final") == 1 and len(deltas) > 10
-    final = json.loads(events[-1].split("\n")[1].removeprefix("data: "))
-    assert "".join(deltas) == final["text"] == json.loads(GOOD)["explanation"]
+            events = sse_events((await resp.aread()).decode())
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["delta", "delta", "delta", "final"]
+    deltas = [data["text"] for kind, data in events if kind == "delta"]
+    assert deltas == ["The verification was accepted.", " The face probe had a Hamming distance of 12.",
+                      " This is at or below the threshold of 30, as required."]
+    assert "".join(deltas) == events[-1][1]["text"] == GOOD
+
+
+@pytest.mark.parametrize("outputs", [[WRONG_NUMBER, WRONG_CONTINUATION], [WRONG_NUMBER, GOOD[31:]]])
+async def test_no_delta_carries_text_the_final_event_does_not_contain(outputs: list[str]) -> None:
+    """The model's second sentence is wrong: it is never streamed; the retry or the template follows."""
+    harness = Harness(ScriptedGenerator(outputs, delay_s=0.001))
+    async with harness as client:
+        async with client.stream("POST", "/v1/explain", json={"record": records.record_json(records.ACCEPTED),
+                                                              "stream": True}) as resp:
+            events = sse_events((await resp.aread()).decode())
+    deltas = [data["text"] for kind, data in events if kind == "delta"]
+    final = events[-1][1]
+    assert events[-1][0] == "final" and [k for k, _ in events].count("final") == 1
+    assert "".join(deltas) == final["text"]
+    assert all(delta in final["text"] for delta in deltas) and not any("13" in delta for delta in deltas)
+    assert check_complete(final["text"], records.ACCEPTED) is None
+    recovered = outputs[1] == GOOD[31:]
+    assert final["source"] == ("model" if recovered else "template")
+    if recovered:
+        assert final["text"] == GOOD and final["reason"] is None and len(final["check_failures"]) == 1
+
+
+async def test_every_decision_kind_is_explained_completely() -> None:
+    """subject_locked, fallback, canary, client threshold, a missing modality: each has its sentence."""
+    harness = Harness(ScriptedGenerator(["no sentence here"]))
+    async with harness as client:
+        locked = await client.post("/v1/explain", json={"record": records.record_json(records.LOCKED)})
+        combined = await client.post("/v1/explain", json={"record": records.record_json(records.EVERY_KIND)})
+    assert locked.status_code == combined.status_code == 200
+    assert locked.json()["source"] == combined.json()["source"] == "template"
+    assert locked.json()["text"] == ("Verification rejected. The subject was locked after repeated rejections, "
+                                     "so no biometric was compared.")
+    text = combined.json()["text"]
+    for part in ("fallback backend after tensorrt failed", "canary arm; the arm is v2",
+                 "The fingerprint was not compared", "set by the client", "at or below the threshold 30"):
+        assert part in text
+    assert check_complete(text, records.EVERY_KIND) is None
 
 
 async def test_deadline_falls_back_and_aborts_the_generation() -> None:
@@ -204,7 +266,9 @@ async def test_client_disconnect_aborts_the_generation() -> None:
         (lambda r: r.pop("decision"), 422, "invalid_request"),
         (lambda r: r["modalities"][0].update(distance=200), 422, "invalid_request"),
         (lambda r: r.update(threshold=2), 422, "invalid_request"),
-        (lambda r: r.update(decision="reject"), 422, "invalid_request"),  # contradicts 12 <= 30
+        (lambda r: r.update(decision="reject"), 422, "impossible_record"),  # contradicts 12 <= 30
+        (lambda r: r.pop("fused_distance"), 422, "invalid_request"),
+        (lambda r: r.update(kind="subject_locked"), 422, "invalid_request"),  # a lock compares nothing
         (lambda r: r.update(extra_field=1), 422, "invalid_request"),
         (lambda r: r.update(audit_id="x" * 20_000), 413, "payload_too_large"),
     ],
@@ -239,6 +303,7 @@ async def test_metrics_expose_our_names() -> None:
         text = (await client.get("/metrics")).text
     for name in ("servestack_explainer_requests_total", "servestack_explainer_request_duration_seconds",
                  "servestack_explainer_time_to_first_token_seconds", "servestack_explainer_generated_tokens_total",
+                 "servestack_explainer_time_to_first_sentence_seconds",
                  "servestack_explainer_grounding_failures_total"):
         assert name in text
     assert 'servestack_explainer_engine_info{backend="test",model="scripted"} 1.0' in text

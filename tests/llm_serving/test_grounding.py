@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from llm_serving.facts import allowed_numbers, check_consistent, fact_lines, numbers_in, template_text
+from llm_serving.facts import allowed_numbers, check_consistent, numbers_in
 from llm_serving.grounding import StatedExplanation, check, parse_stated
+from llm_serving.prompts import facts_message
 from llm_serving.schemas import AuditFacts
+from llm_serving.sentences import template_text
 
 _spec = importlib.util.spec_from_file_location("llm_records", Path(__file__).with_name("records.py"))
 records = importlib.util.module_from_spec(_spec)
@@ -80,7 +82,7 @@ def test_impossible_records_are_named() -> None:
 
 
 def test_fact_lines_hold_no_ids() -> None:
-    joined = "\n".join(fact_lines(records.MULTIMODAL))
+    joined = facts_message(records.MULTIMODAL)
     assert records.MULTIMODAL.audit_id not in joined
     assert "40.5" in joined and "47" in joined and "34" in joined
 

@@ -1,4 +1,4 @@
-"""Fixtures of the router tests; the fakes themselves live in tests/router/fakes.py."""
+"""Fixtures of the router tests; the fakes themselves live in tests/router/support/."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.router.fakes import RouterHarness, running_router
-from tests.router.pg_server import PostgresServer, find_bin_dir, running_postgres
+from tests.router.support.fakes import RouterHarness, running_router
+from tests.router.support.pg_server import PostgresServer, find_bin_dir, running_postgres
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, se
 import router.db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import Database, schema_migrations
-from tests.router.fakes import AUTH, b64, running_router
+from tests.router.support.fakes import AUTH, b64, running_router
 from tests.router.test_audit_store import record
 
 BASE_VERSIONS = [v for v, _, _ in db_module.MIGRATIONS]
@@ -35,8 +35,8 @@ async def test_postgres_backend_is_a_real_server_with_the_schema(postgres_server
 
             dialect, driver, version_num, tables, versions = await db.read(probe)
             assert (dialect, driver) == ("postgresql", "psycopg") and int(version_num) >= 120000
-            assert {"audit_modalities", "audit_records", "audit_outcomes", "policy_versions", "schema_migrations",
-                    "templates"} <= set(tables)
+            assert {"audit_modalities", "audit_records", "audit_outcomes", "policy_versions", "rate_buckets",
+                    "schema_migrations", "templates"} <= set(tables)
             assert sorted(versions) == BASE_VERSIONS
         finally:
             await asyncio.to_thread(db.close)

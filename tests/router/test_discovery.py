@@ -16,7 +16,7 @@ from router.discovery import (
     endpoints_from_slice,
 )
 from router.policy import DnsSpec, EndpointSliceSpec, PolicySpec, TrafficPolicy
-from tests.router.fakes import standard_policy
+from tests.router.support.fakes import standard_policy
 
 
 def slice_obj(name: str, eps: list[tuple[str, bool | None, bool | None]], port: int = 8080) -> dict:

@@ -13,7 +13,7 @@ import re
 import httpx
 import pytest
 
-from tests.router.fakes import AUTH, LIMITED_KEY, OPS_KEY, b64, running_router, standard_fakes
+from tests.router.support.fakes import AUTH, LIMITED_KEY, OPS_KEY, assert_error, b64, running_router, standard_fakes
 
 _VOLATILE = re.compile(rb'"(trace_id|audit_id)":"[0-9a-f]{32}"|"(created_at|latency_ms)":[0-9.e+-]+')
 _PER_REQUEST_HEADERS = {b"x-trace-id", b"traceparent"}
@@ -128,3 +128,33 @@ async def test_an_unexpected_error_is_the_apps_500_json(tmp_path) -> None:
                              status="500") == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/verify", {"subject_id": "a", "face": "not base64!!"}, 400, "invalid_input"),
+        ("/v1/verify", {"subject_id": "a", "face": ""}, 400, "invalid_input"),
+        ("/v1/verify", {"subject_id": "a"}, 422, "invalid_request"),
+        ("/v1/verify", {"subject_id": "a", "face": b64(b"x"), "extra": 1}, 422, "invalid_request"),
+        ("/v1/verify", {"subject_id": "a", "face": b64(b"x"), "threshold": 4}, 422, "invalid_request"),
+        ("/v1/verify", {"subject_id": "a", "face": b64(b"x"), "threshold": 51}, 422, "invalid_request"),
+        ("/v1/verify", {"subject_id": "bad id with spaces", "face": b64(b"x")}, 422, "invalid_request"),
+        ("/v1/verify", [1, 2], 422, "invalid_request"),
+        ("/v1/enroll", {"subject_id": "a", "iris": b64(b"x")}, 422, "invalid_request"),
+        ("/v1/hash", {"modality": "iris", "images": [b64(b"x")]}, 422, "invalid_request"),
+        ("/v1/hash", {"modality": "face", "images": []}, 422, "invalid_request"),
+        ("/v1/hash", {"modality": "face", "images": [b64(b"x")] * 17}, 400, "invalid_input"),
+    ],
+)
+async def test_bad_inputs_are_4xx_json(router, path, body, status, code):
+    assert_error(await router.client.post(path, json=body, headers=AUTH), status, code)
+
+
+async def test_malformed_json_and_unknown_paths(router):
+    r = await router.client.post("/v1/verify", content=b"{not json",
+                                 headers={**AUTH, "content-type": "application/json"})
+    assert_error(r, 422, "invalid_request")
+    assert_error(await router.client.get("/v1/nothing", headers=AUTH), 404, "not_found")
+    assert_error(await router.client.get("/v1/verify", headers=AUTH), 405, "method_not_allowed")
+    assert_error(await router.client.get("/v1/audit/xyz", headers=AUTH), 422, "invalid_request")
+    assert_error(await router.client.post("/v1/verify", headers={**AUTH, "X-ServeStack-Arm": "garbage"},
+                                  json={"subject_id": "a", "face": b64(b"x")}), 400, "invalid_input")

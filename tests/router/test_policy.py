@@ -1,9 +1,10 @@
-"""Policy validation, split shares, stickiness under monotone weight moves, pinning, local policy."""
+"""Policy validation, split shares, stickiness, pinning, and the arm choices around a verification."""
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -14,7 +15,7 @@ from router.errors import InvalidInput, PolicyInvalid, UnknownArm
 from router.policy import PolicySpec, RequestContext, TrafficPolicy, parse_pins, sticky_bucket
 from router.policy_store import parse_policy
 from servestack.local_config import local_stack_policy
-from tests.router.fakes import standard_policy
+from tests.router.support.fakes import standard_policy
 
 INTERFACES_EXAMPLE = """
 backends:
@@ -160,3 +161,63 @@ def test_local_stack_policy():
     assert spec.backends["hasher-face-v1"].endpoints == ["http://127.0.0.1:8101"]
     no_extras = local_stack_policy({k: v for k, v in services.items() if k not in ("explainer", "hasher-face-v2")})
     assert "explainer" not in no_extras and no_extras["routes"]["face"]["arms"][0]["weight"] == 100
+
+
+# --- the arm choices around a verification (versions: backend -> version it served last) --------
+V1, V2 = "hasher-face-v1", "hasher-face-v2"
+
+
+def _arm(p: TrafficPolicy, name: str, reason: str = "sticky"):
+    return replace(p.arm("face", name), reason=reason)
+
+
+def test_coverage_arm_moves_to_an_arm_whose_version_the_subject_has():
+    p = policy(10, 90)
+    chosen = _arm(p, "v2")
+    moved = p.coverage_arm(chosen, {"1": "c"}, {V1: "1", V2: "2"})
+    assert (moved.name, moved.backend, moved.reason) == ("v1", V1, "coverage")
+    # Nothing to move for: the version is unknown, the subject has it, or the caller pinned the arm.
+    assert p.coverage_arm(chosen, {"1": "c"}, {V1: "1"}) is chosen
+    assert p.coverage_arm(chosen, {"2": "c"}, {V1: "1", V2: "2"}) is chosen
+    assert p.coverage_arm(_arm(p, "v2", "pinned"), {"1": "c"}, {V1: "1", V2: "2"}).name == "v2"
+    # No arm serves a version the subject has: stay.
+    assert p.coverage_arm(chosen, {"3": "c"}, {V1: "1", V2: "2"}) is chosen
+
+
+def test_retry_arms_skip_the_backends_already_used_and_known_misses():
+    p = policy(50, 50)
+    v2 = _arm(p, "v2")
+    assert [(a.name, a.reason) for a in p.retry_arms(v2, V2, {"1": "c"}, {V2: "2"})] == [("v1", "coverage")]
+    assert p.retry_arms(v2, V1, {"1": "c"}, {V2: "2"}) == []  # v2 fell back to v1: both backends used
+    assert p.retry_arms(v2, V2, {"1": "c"}, {V1: "3", V2: "2"}) == []  # v1 serves a version it lacks
+    assert p.retry_arms(_arm(p, "v2", "pinned"), V2, {"1": "c"}, {}) == []
+
+
+def test_enrollment_arms_are_the_chosen_then_every_weighted_or_shadow_arm():
+    p = policy(100, 0)  # v2 has no weight but is the shadow arm (standard_policy)
+    v1 = _arm(p, "v1")
+    assert [a.name for a in p.enrollment_arms(v1, all_arms=True)] == ["v1", "v2"]
+    assert p.enrollment_arms(v1, all_arms=False) == [v1]
+    spec = standard_policy(100, 0)
+    del spec["routes"]["face"]["shadow"]
+    unshadowed = TrafficPolicy(PolicySpec.model_validate(spec))
+    assert [a.name for a in unshadowed.enrollment_arms(v1, all_arms=True)] == ["v1"]
+
+
+def test_migration_arms_are_the_other_arms_whose_version_the_subject_lacks():
+    p = policy(50, 50)
+    assert [a.name for a in p.migration_arms("face", "v1", {"1": "c"}, {V1: "1"})] == ["v2"]  # v2 unseen
+    assert [a.name for a in p.migration_arms("face", "v1", {"1": "c"}, {V1: "1", V2: "2"})] == ["v2"]
+    assert p.migration_arms("face", "v1", {"1": "c", "2": "d"}, {V1: "1", V2: "2"}) == []
+    assert p.migration_arms("face", "v2", {"2": "d"}, {V1: "2"}) == []  # v1 serves a version it has
+
+
+def test_sticky_value_prefers_the_routes_sticky_header():
+    spec = standard_policy()
+    spec["routes"]["face"]["sticky_key"] = {"header": "X-Session"}
+    p = TrafficPolicy(PolicySpec.model_validate(spec))
+    assert p.sticky_value("face", {"x-session": "s1"}, "alice") == "s1"
+    assert p.sticky_value("face", {}, "alice") == "alice"
+    assert p.sticky_value("fingerprint", {"x-session": "s1"}, "alice") == "alice"
+    with pytest.raises(InvalidInput, match="no route 'iris'"):
+        p.sticky_value("iris", {}, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from servestack.audit_cmd import import_outcomes, parse_rows
 from servestack.cli import build_parser
 from tests.router.conftest import router  # noqa: F401 - the in-process router fixture
-from tests.router.fakes import AUTH, CLIENT_KEY, b64
+from tests.router.support.fakes import AUTH, CLIENT_KEY, b64
 
 
 def test_parse_rows_accepts_the_usual_spellings_and_names_bad_lines() -> None:

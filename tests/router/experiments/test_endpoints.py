@@ -1,6 +1,6 @@
 """GET /v1/experiments/{name} (+ /report) on the real router app with its real audit store.
 
-The app is built by the router's own test harness (fake pods behind httpx.MockTransport) and
+The app is built by the router's own test harness (fake pods behind real sockets) and
 includes ``build_router()`` exactly as router/app.py does.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from router.experiments.endpoints import build_router
-from tests.router.fakes import ADMIN, AUTH, b64
+from tests.router.support.fakes import ADMIN, AUTH, b64
 
 
 @pytest.fixture

@@ -1,25 +1,22 @@
-"""Retries on another replica, fallback chain to the 503, outlier ejection, retry budget, shadow isolation."""
+"""router.upstream: retries on other replicas, fallback chains, retry budgets, timeouts."""
 
 from __future__ import annotations
 
 import asyncio
 
-from tests.router.fakes import AUTH, FakePod, Fakes, b64, running_router, standard_fakes, standard_policy
+from tests.router.support.fakes import (
+    AUTH,
+    FakePod,
+    b64,
+    running_router,
+    standard_fakes,
+    two_replica_fakes,
+)
 
 PIN_V2 = {**AUTH, "X-ServeStack-Arm": "face=v2"}
+
+
 HASH = {"modality": "face", "images": [b64(b"img")]}
-
-
-def two_replica_fakes(first_mode: str = "ok") -> tuple[Fakes, dict]:
-    fakes = Fakes(pods={
-        "http://face-v1a:8080": FakePod("face", "1"),
-        "http://face-v2a:8080": FakePod("face", "2", mode=first_mode),
-        "http://face-v2b:8080": FakePod("face", "2"),
-        "http://finger-v1a:8080": FakePod("fingerprint", "1"),
-    })
-    policy = standard_policy()
-    policy["backends"]["hasher-face-v2"]["endpoints"] = ["http://face-v2a:8080", "http://face-v2b:8080"]
-    return fakes, policy
 
 
 async def test_failed_try_is_retried_on_the_other_replica(tmp_path):
@@ -91,39 +88,6 @@ async def test_retry_budget_stops_retries_in_an_outage(tmp_path):
         assert router.metric("servestack_router_retry_budget_exhausted_total", backend="hasher-face-v2") == 4
         calls = fakes.pods["http://face-v2a:8080"].calls + fakes.pods["http://face-v2b:8080"].calls
         assert calls == 5 + 2
-
-
-async def test_hanging_shadow_does_not_delay_or_fail_the_primary(tmp_path):
-    fakes, _ = two_replica_fakes()
-    gate = asyncio.Event()
-    fakes.pods["http://face-v2a:8080"] = FakePod("face", "2", mode="hang", gate=gate)
-    policy = standard_policy(100, 0, shadow_percent=100)
-    async with running_router(tmp_path, fakes, policy, shadow_timeout_s=30, shadow_max_inflight=2) as router:
-        await router.client.post("/v1/enroll", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
-                                 json={"subject_id": "ann", "face": b64(b"ann")})
-        for _ in range(4):
-            r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "ann", "face": b64(b"ann")})
-            assert r.status_code == 200 and r.json()["decision"] == "accept"
-        # The shadow calls are still hanging, the primaries all answered; beyond 2 they were skipped.
-        assert router.app.state.background.inflight == 2
-        assert router.metric("servestack_router_shadow_skipped_total", route="face", reason="saturated") == 2
-        gate.set()
-        await router.app.state.background.drain()
-
-
-async def test_failing_shadow_is_counted_not_surfaced(tmp_path):
-    fakes, _ = two_replica_fakes()
-    fakes.pods["http://face-v2a:8080"].mode = "fail"
-    policy = standard_policy(100, 0, shadow_percent=100)
-    async with running_router(tmp_path, fakes, policy, shadow_timeout_s=0.2, template_migration=False) as router:
-        await router.client.post("/v1/enroll", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
-                                 json={"subject_id": "ben", "face": b64(b"ben")})
-        r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "ben", "face": b64(b"ben")})
-        assert r.status_code == 200 and r.json()["modalities"][0]["arm"] == "v1"
-        await router.app.state.background.drain()
-        assert router.metric("servestack_router_shadow_skipped_total", route="face", reason="failed") == 1
-        assert router.metric("servestack_router_shadow_comparisons_total", route="face", primary="v1",
-                             shadow="v2", agreement="true") == 0
 
 
 async def test_per_try_timeout_moves_to_the_other_replica(tmp_path):
@@ -218,3 +182,28 @@ async def test_fallback_from_an_ejected_backend_draws_no_budget(tmp_path):
         assert fakes.pods["http://face-v2a:8080"].calls == 1 and fakes.pods["http://face-v1a:8080"].calls == 5
         assert router.metric("servestack_router_retry_budget_exhausted_total", backend="hasher-face-v1") == 0
         assert router.metric("servestack_router_ejections_total", backend="hasher-face-v2") == 1
+
+
+async def test_a_pod_restart_drops_pooled_connections_and_no_request_fails(tmp_path):
+    """The pod goes away with keep-alive connections pooled in the router, then comes back on its
+    port: calls meanwhile go to the other replica; afterwards the stale pooled connections are
+    detected and replaced, not surfaced as errors."""
+    fakes, policy = two_replica_fakes()
+    async with running_router(tmp_path, fakes, policy, outlier_base_ejection_s=0.05,
+                              outlier_max_ejection_s=0.05) as router:
+        async def burst(n: int) -> None:
+            rs = await asyncio.gather(*(router.client.post("/v1/hash", headers=PIN_V2, json=HASH) for _ in range(n)))
+            assert [r.status_code for r in rs] == [200] * n, [r.text for r in rs if r.status_code != 200]
+
+        await burst(8)
+        first = fakes.pods["http://face-v2a:8080"]
+        assert first.calls > 0
+        await fakes.take_down("http://face-v2a:8080")
+        calls_when_down = first.calls
+        await burst(8)
+        assert first.calls == calls_when_down
+        await fakes.bring_up("http://face-v2a:8080")
+        await asyncio.sleep(0.1)  # past the ejection
+        for _ in range(6):
+            await burst(4)
+        assert first.calls > calls_when_down

@@ -90,6 +90,9 @@ class FakePod:
 @dataclass
 class FakeExplainer:
     calls: int = 0
+    records: list[dict] = field(default_factory=list)  # every record the router sent, in order
+    # "ok"; "error": 500; "timeout": the request times out; "cut": one delta, then the stream ends
+    mode: str = "ok"
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if path == "/readyz":
@@ -97,6 +100,15 @@ class FakeExplainer:
         self.calls += 1
         request = json.loads(body)
         rec = request["record"]
+        self.records.append(rec)
+        if self.mode == "error":
+            return _json(500, {"error": {"code": "internal_error", "message": "boom"}})
+        if self.mode == "timeout":  # the router's explainer_timeout_s ends the wait
+            await asyncio.sleep(3600)
+        if self.mode == "cut":
+            verdict = "accepted" if rec["decision"] == "accept" else "rejected"
+            cut = f'event: delta\ndata: {{"text": "It was {verdict}."}}\n\n'
+            return 200, {"content-type": "text/event-stream"}, cut.encode()
         final = {"audit_id": rec["audit_id"], "text": f"The decision was {rec['decision']}.", "source": "model",
                  "model": "fake", "backend": "vllm-cpu"}
         if request.get("stream"):
@@ -324,3 +336,31 @@ async def running_router(tmp_path: Path, fakes: Fakes | None = None, policy: dic
                 yield RouterHarness(app, client, fakes, spans, policy_path)
     finally:
         await fakes.stop()
+
+
+def two_replica_fakes(first_mode: str = "ok") -> tuple[Fakes, dict]:
+    """The standard fakes with a second face-v2 replica (the first in ``first_mode``), and its policy."""
+    fakes = Fakes(pods={
+        "http://face-v1a:8080": FakePod("face", "1"),
+        "http://face-v2a:8080": FakePod("face", "2", mode=first_mode),
+        "http://face-v2b:8080": FakePod("face", "2"),
+        "http://finger-v1a:8080": FakePod("fingerprint", "1"),
+    })
+    policy = standard_policy()
+    policy["backends"]["hasher-face-v2"]["endpoints"] = ["http://face-v2a:8080", "http://face-v2b:8080"]
+    return fakes, policy
+
+
+async def enroll(router: RouterHarness, subject: str, **images: bytes) -> dict:
+    """Enrol ``subject`` with ``images`` (modality -> raw bytes); asserts a 200."""
+    r = await router.client.post("/v1/enroll", headers=AUTH,
+                                 json={"subject_id": subject, **{k: b64(v) for k, v in images.items()}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    """``r`` is the router's error shape with this status and code, and a message."""
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]

@@ -1,15 +1,50 @@
-"""Enrol/verify/hash/audit through the in-process router with fake pods."""
+"""router.flow: enrol, verify and hash through the router (fake pods behind real sockets)."""
 
 from __future__ import annotations
 
-from tests.router.fakes import AUTH, FakePod, b64, fake_code, running_router, standard_fakes
+from tests.router.support.fakes import (
+    AUTH,
+    b64,
+    enroll,
+    fake_code,
+    running_router,
+    standard_fakes,
+)
 
 
-async def enroll(router, subject: str, **images: bytes) -> dict:
-    r = await router.client.post("/v1/enroll", headers=AUTH,
-                                 json={"subject_id": subject, **{k: b64(v) for k, v in images.items()}})
-    assert r.status_code == 200, r.text
-    return r.json()
+async def test_spans_of_a_verification_share_the_returned_trace_id(router):
+    await router.client.post("/v1/enroll", headers=AUTH, json={"subject_id": "t", "face": b64(b"t")})
+    router.spans.clear()
+    r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "t", "face": b64(b"t")})
+    trace_id = r.headers["x-trace-id"]
+    spans = [s for s in router.spans.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
+    # Spans for hops and timed work only; auth, the arm choice and the replica pick are attributes
+    # and events of the spans around them.
+    assert sorted(s.name for s in spans) == ["POST /v1/verify", "audit.write", "upstream.hash"]
+    server = next(s for s in spans if s.parent is None)
+    assert server.attributes["servestack.key_name"] == "client"
+    (decide,) = [e for e in server.events if e.name == "feature_flag.evaluation"]
+    assert decide.attributes["servestack.arm"] in ("v1", "v2") and decide.attributes["servestack.route"] == "face"
+    assert decide.attributes["feature_flag.key"] == "face-v2"
+    assert decide.attributes["feature_flag.result.variant"] == decide.attributes["servestack.arm"]
+    (upstream,) = [s for s in spans if s.name == "upstream.hash"]
+    assert upstream.attributes["servestack.arm"] == decide.attributes["servestack.arm"]
+    assert upstream.attributes["server.address"].startswith("http://127.0.0.1:")
+    assert all(s.parent is not None for s in spans if s is not server)
+    audit = (await router.client.get(f"/v1/audit/{r.json()['audit_id']}", headers=AUTH)).json()
+    assert audit["trace_id"] == trace_id
+
+
+async def test_no_image_or_code_reaches_spans(router):
+    image = b"secret-face-bytes"
+    await router.client.post("/v1/enroll", headers=AUTH, json={"subject_id": "zed", "face": b64(image)})
+    r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "zed", "face": b64(image)})
+    assert r.status_code == 200
+    dumped = " ".join(str(dict(s.attributes or {})) + str(s.events) for s in router.spans.get_finished_spans())
+    assert b64(image) not in dumped and "secret-face" not in dumped
+    from tests.router.support.fakes import fake_code
+
+    assert fake_code(image, "1") not in dumped and fake_code(image, "2") not in dumped
 
 
 async def test_enroll_then_verify_accepts_same_image_and_rejects_another(router):
@@ -77,28 +112,6 @@ async def test_hash_endpoint_returns_codes_of_the_serving_version(router):
     assert (body["arm"], body["backend"], body["model_version"]) == ("v2", "hasher-face-v2", "2")
 
 
-async def test_template_migration_enrols_the_canary_after_an_accepted_verification(tmp_path):
-    async with running_router(tmp_path, enroll_all_arms=False) as router:
-        await router.client.post("/v1/enroll", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
-                                 json={"subject_id": "dan", "face": b64(b"dan")})
-        assert set(await router.app.state.templates.get("dan", "face")) == {"1"}
-        # Teach the router which version each backend serves, then an accepted v1 verification.
-        await router.client.post("/v1/hash", headers={**AUTH, "X-ServeStack-Arm": "face=v2"},
-                                 json={"modality": "face", "images": [b64(b"z")]})
-        r = await router.client.post("/v1/verify", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
-                                     json={"subject_id": "dan", "face": b64(b"dan")})
-        assert r.json()["decision"] == "accept"
-        await router.app.state.background.drain()
-        templates = await router.app.state.templates.get("dan", "face")
-        assert templates == {"1": fake_code(b"dan", "1"), "2": fake_code(b"dan", "2")}
-        assert router.metric("servestack_router_template_migrations_total", route="face", arm="v2",
-                             outcome="ok") == 1
-        # Now the canary can verify the subject.
-        r = await router.client.post("/v1/verify", headers={**AUTH, "X-ServeStack-Arm": "face=v2"},
-                                     json={"subject_id": "dan", "face": b64(b"dan")})
-        assert r.json()["decision"] == "accept" and r.json()["modalities"][0]["model_version"] == "2"
-
-
 async def test_coverage_reroutes_to_an_arm_with_a_template(tmp_path):
     fakes = standard_fakes()
     async with running_router(tmp_path, fakes, enroll_all_arms=False, template_migration=False) as router:
@@ -110,43 +123,3 @@ async def test_coverage_reroutes_to_an_arm_with_a_template(tmp_path):
         r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "erin", "face": b64(b"erin")})
         m = r.json()["modalities"][0]
         assert r.status_code == 200 and (m["arm"], m["arm_reason"], m["model_version"]) == ("v1", "coverage", "1")
-
-
-async def test_audit_explanation_json_is_cached_and_sse_is_relayed(router):
-    await enroll(router, "fay", face=b"fay")
-    rec = (await router.client.post("/v1/verify", headers=AUTH,
-                                    json={"subject_id": "fay", "face": b64(b"fay")})).json()
-    url = f"/v1/audit/{rec['audit_id']}/explanation"
-    sse = await router.client.get(url, headers={**AUTH, "Accept": "text/event-stream"})
-    assert sse.status_code == 200 and sse.headers["content-type"].startswith("text/event-stream")
-    assert "event: delta" in sse.text and "event: final" in sse.text
-    first = (await router.client.get(url, headers=AUTH)).json()
-    again = (await router.client.get(url, headers=AUTH)).json()
-    assert first == again and first["text"] == "The decision was accept."
-    assert router.fakes.explainer.calls == 1  # the SSE generation was cached, JSON reads hit the cache
-    missing = await router.client.get(f"/v1/audit/{'0' * 32}/explanation", headers=AUTH)
-    assert missing.status_code == 404
-
-
-async def test_shadow_precision_change_records_bit_and_decision_agreement(tmp_path):
-    fakes = standard_fakes()
-    # The shadow arm serves the same model version at another precision: 3 bits differ per code.
-    fakes.pods["http://face-v2a:8080"] = FakePod("face", "1", precision="int8", flip_bits=3)
-    async with running_router(tmp_path, fakes, policy=_shadow_policy(100)) as router:
-        await router.client.post("/v1/enroll", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
-                                 json={"subject_id": "gus", "face": b64(b"gus")})
-        for _ in range(3):
-            r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "gus", "face": b64(b"gus")})
-            assert r.json()["modalities"][0]["arm"] == "v1"
-        await router.app.state.background.drain()
-        labels = {"route": "face", "primary": "v1", "shadow": "v2"}
-        assert router.metric("servestack_router_shadow_bits_total", result="differ", **labels) == 9
-        assert router.metric("servestack_router_shadow_bits_total", result="agree", **labels) == 3 * 125
-        assert router.metric("servestack_router_shadow_comparisons_total", agreement="true", **labels) == 3
-
-
-def _shadow_policy(percent: float) -> dict:
-    from tests.router.fakes import standard_policy
-
-    policy = standard_policy(100, 0, shadow_percent=percent)
-    return policy

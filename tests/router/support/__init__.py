@@ -1,0 +1,1 @@
+"""Helpers of the router tests: fake pods behind real sockets, an in-process router, a PostgreSQL server."""
