@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import create_engine, select
-from tests.router.support.fakes import b64, fake_code, running_router
 
 from router.auth import hash_key
 from router.db import subject_events, templates
+from tests.router.support.fakes import b64, fake_code, running_router
 
 KEYS = {  # key -> (name, tenant, scopes)
     "k-acme": ("acme-app", "acme", ["client"]),
