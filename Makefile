@@ -20,7 +20,7 @@ DEBIAN_TEST_PACKAGES := prometheus postgresql chromium libtcmalloc-minimal4
 DEBIAN_RUN_PACKAGES := libtcmalloc-minimal4
 PYTEST_ARGS ?=
 
-.PHONY: run test venv install-run install-test debian-run debian-test lint clean-venv
+.PHONY: run test venv install-run install-test debian-run debian-test lint clean-venv grpc-stubs
 
 venv: $(PY)
 
@@ -44,11 +44,13 @@ define install_extras
 	fi
 endef
 
+# Everything the README's commands need (servestack up, loadtest, canary, bench, build):
+# tests/test_readme_commands.py runs them in an environment limited to these extras.
 install-run: venv
-	$(call install_extras,cpu,run)
+	$(call install_extras,cpu$(comma)load$(comma)bench,run)
 
 install-test: venv
-	$(call install_extras,cpu$(comma)load$(comma)dev,test)
+	$(call install_extras,cpu$(comma)load$(comma)bench$(comma)dev,test)
 
 comma := ,
 
@@ -79,6 +81,10 @@ test: install-test debian-test
 
 lint: install-test
 	$(VENV)/bin/ruff check .
+
+# The hasher pods' gRPC messages: compile the .proto into the descriptor set the pods load at run time.
+grpc-stubs: install-test
+	cd trt_serving/oip_grpc && ../../$(PY) -m grpc_tools.protoc -I. --descriptor_set_out=descriptors.binpb oip_v2.proto health.proto
 
 clean-venv:
 	rm -rf $(VENV)

@@ -129,7 +129,7 @@ async def _raw_client(host: str, port: int, requests: list[bytes], concurrency: 
                 t0 = time.perf_counter()
                 writer.write(requests[i % len(requests)])
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)  # not Inference-Header-Content-Length
                 await reader.readexactly(int(length.group(1)) if length else 0)
                 if head.startswith(b"HTTP/1.1 200"):
                     latencies.append(time.perf_counter() - t0)
@@ -191,9 +191,15 @@ def _load_generator(conn: multiprocessing.connection.Connection, client: str, po
 def _drive(client: str, port: int, images: list[bytes], concurrency: int,
            seconds: float) -> tuple[float, float, int, float]:
     """(img/s, p50 ms, errors, client CPU-s per s) from a fresh load-generator process."""
+    return in_process(_load_generator, (client, port, images, concurrency, seconds), seconds)
+
+
+def in_process(generator: Callable[..., None], args: tuple[object, ...],
+               seconds: float) -> tuple[float, float, int, float]:
+    """Run ``generator(conn, *args)`` in a fresh process; what it sends back on ``conn``."""
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no torch/OpenVINO state
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_load_generator, args=(child, client, port, images, concurrency, seconds))
+    proc = ctx.Process(target=generator, args=(child, *args))
     proc.start()
     try:
         if not parent.poll(seconds + 120):
@@ -242,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        deadline = time.monotonic() + 300
-        while not _ready(url):
-            if time.monotonic() > deadline or pod.poll() is not None:
-                raise SystemExit("the pod did not become ready")
-            time.sleep(0.2)
+        wait_ready(pod, url)
         for c in args.concurrency:
             rate, p50, errors, client_cpu = _drive(args.client, port, images, c, args.seconds)
             rows.append((c, rate, p50, errors, client_cpu, *engine_rates[c]))
@@ -269,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
               f"| {eng:.1f} ({min(c, args.max_batch_size)}) | {rate / eng:.0%} | {dec:.1f} | {rate / dec:.0%} |")
     print("\nCommand: `.venv/bin/python " + " ".join(shlex.quote(a) for a in sys.argv) + "`")
     return 0
+
+
+def wait_ready(pod: subprocess.Popen[bytes], url: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _ready(url):
+        if time.monotonic() > deadline or pod.poll() is not None:
+            raise SystemExit("the pod did not become ready")
+        time.sleep(0.2)
 
 
 def _ready(url: str) -> bool:

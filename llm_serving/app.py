@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from llm_serving.config import ExplainerSettings
-from llm_serving.endpoints import router
+from llm_serving.endpoints import document_request_body, router
 from llm_serving.errors import ExplainerError, NotReady
 from llm_serving.explain import ExplainOptions, ExplainService
 from llm_serving.generator import Generator
@@ -137,6 +137,7 @@ def create_app(
     app.state.explain_service = service
     app.state.engine_failure = None
     app.include_router(router)
+    document_request_body(app)
     if real_engine:
         from vllm.entrypoints.serve.exception_handling.register import init_exception_handler
 

@@ -7,15 +7,41 @@ import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from llm_serving.errors import InvalidInput, NotReady, PayloadTooLarge
 from llm_serving.explain import ExplainService
-from llm_serving.schemas import ExplainRequest
+from llm_serving.schemas import ErrorResponse, ExplainRequest, Explanation
 
 router = APIRouter()
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
+def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event as OpenAPI 3.1 documents a stream's items: its data is JSON text."""
+    return {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data}}}
+
+
+# The SSE contract: zero or more delta, then exactly one final or error (see schemas.py).
+SSE_EVENT = {"oneOf": [
+    _event("delta", {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
+    _event("final", {"$ref": "#/components/schemas/Explanation"}),
+    _event("error", {"$ref": "#/components/schemas/ErrorResponse"}),
+]}
+# Every status /v1/explain answers and its body (the OpenAPI schema says what is enforced).
+EXPLAIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": Explanation, "description": "the explanation (JSON), or server-sent events delta* final|error "
+                                               "with stream=true or Accept: text/event-stream",
+          "content": {"text/event-stream": {"schema": SSE_EVENT}}},
+    413: {"model": ErrorResponse, "description": "the body is larger than max_body_bytes"},
+    422: {"model": ErrorResponse, "description": "the body does not match the schema, or the record is "
+                                                 "impossible (decision or fused_distance against its own numbers)"},
+    503: {"model": ErrorResponse, "description": "the language model is not ready", "headers": _RETRY_AFTER},
+}
 T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "client went away": never seen by the client
 
@@ -90,7 +116,7 @@ async def _sse_stream(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> Asyn
         await events.aclose()  # type: ignore[attr-defined]
 
 
-@router.post("/v1/explain")
+@router.post("/v1/explain", response_model=None, responses=EXPLAIN_RESPONSES)
 async def explain(request: Request) -> Response:
     body = await _read_body(request, request.app.state.settings.max_body_bytes)
     parsed = _parse(body)
@@ -130,3 +156,24 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def document_request_body(app: FastAPI) -> None:
+    """/v1/explain reads its body itself (size limit first); its OpenAPI entry still names the schema."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            body = ExplainRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            components["ExplainRequest"] = body
+            schema["paths"]["/v1/explain"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExplainRequest"}}},
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

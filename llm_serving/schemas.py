@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Modality = Literal["face", "fingerprint"]
 
 
+# Requests are strict: JSON types as the schema says (no "1" for 1, no 0 for false), nothing extra.
 class ModalityFacts(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     modality: Modality
     distance: int = Field(ge=0, le=128, description="Hamming distance of 128-bit codes")
     arm: str = Field(max_length=64)
@@ -30,7 +31,7 @@ class AuditFacts(BaseModel):
     compared, so there are no modalities and no fused distance, and the decision is reject.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     audit_id: str = Field(min_length=1, max_length=64)
     kind: Literal["verification", "subject_locked"] = "verification"
     decision: Literal["accept", "reject"]
@@ -60,9 +61,21 @@ class AuditFacts(BaseModel):
 class ExplainRequest(BaseModel):
     """POST /v1/explain. ``stream`` or ``Accept: text/event-stream`` selects SSE."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"record": {
+        "audit_id": "a-1", "decision": "accept", "threshold": 30, "fused_distance": 12,
+        "modalities": [{"modality": "face", "distance": 12, "arm": "v1", "model_version": "1",
+                        "precision": "int8", "backend": "hasher-face-v1"}]}}]})
     record: AuditFacts
     stream: bool = False
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="snake_case, stable: e.g. invalid_request, payload_too_large, not_ready")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
 
 
 class Explanation(BaseModel):

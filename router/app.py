@@ -6,7 +6,7 @@ database (migrated, writer thread), policy subscribers (discovery, weight gauges
 file watcher and the active health checker; all stopped in reverse order.
 
 app.state: settings, telemetry, metrics, policy (``.current``), authenticator, balancer,
-and after start-up: http, db, audit_store, templates, flow, explanations, health, background.
+and after start-up: http, db, audit_store, subjects, flow, explanations, health, background.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from llm_serving.client import ExplainerClient
 from router.admin import admin
 from router.admission import Admission
 from router.audit_store import AuditStore
-from router.auth import Authenticator, load_keys
+from router.auth import Authenticator, KeyRing
 from router.background import BackgroundWork
 from router.balancer import Balancer, RetryBudget
 from router.bodylimit import BodyLimitMiddleware
@@ -44,6 +45,7 @@ from router.fastpath import FastDispatch
 from router.flow import VerificationService
 from router.health import HealthChecker
 from router.metrics import HttpMetricsMiddleware, RouterMetrics
+from router.openapi_contract import document_contract
 from router.ops import mount_docs, ops
 from router.outcomes import outcomes
 from router.pod_transport import PodTransport
@@ -54,7 +56,7 @@ from router.policy_store import PolicyHolder
 from router.ratelimit import RateLimiter
 from router.ratelimit_store import SharedRateLimiter, shared_limiter
 from router.shadow import ShadowWork
-from router.templates import TemplateStore
+from router.subjects import SubjectStore, Throttle
 from router.upstream import HashGateway
 from tracing import Telemetry, TraceMiddleware, register_span_metrics, setup_telemetry
 from trt_serving.client import HasherClient
@@ -67,15 +69,30 @@ Canary/A-B router of ServeStack: biometric deep-hash verification.
 * Verification: Hamming distance of 128-bit codes, fusion = mean over modalities, accept when the
   fused distance <= threshold. **Default threshold: 24** (of 128 bits; setting
   `SERVESTACK_ROUTER_DEFAULT_THRESHOLD`), per-request override within **5..50**.
-* Auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`; scopes `client` and `admin`;
+* Auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`; every key belongs to a tenant;
+  scopes `client`, `pin` (the `X-ServeStack-Arm` header), `enroll:replace` and `admin`;
   per-key rate limits (429 + `Retry-After`).
 * Errors: `{"error": {"code": "...", "message": "..."}}`.
 * Every response carries the trace id in `x-trace-id`.
 """
 
 
-async def _error_handler(_r: Request, exc: Exception) -> Response:
-    return error_response(exc)
+async def _error_handler(request: Request, exc: Exception) -> Response:
+    response = error_response(exc)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        # Starlette names the methods of the first route whose path matched; a path served by several
+        # routes (GET and PUT /admin/v1/policy) allows all of theirs.
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def create_app(
@@ -98,7 +115,8 @@ def create_app(
     holder = PolicyHolder(source, on_reload_result=lambda r: metrics.policy_reloads.labels(r).inc())
     if isinstance(source, FilePolicySource):
         holder.load_snapshot(source.read_now())  # a bad file stops the router here, before it serves
-    keys = load_keys(settings.keys_file) if settings.keys_file is not None and not settings.auth_disabled else None
+    keys = KeyRing(settings.keys_file, on_reload_result=lambda r: metrics.keys_reloads.labels(r).inc()) \
+        if settings.keys_file is not None and not settings.auth_disabled else None
     balancer = Balancer(
         consecutive_failures=settings.outlier_consecutive_failures,
         base_ejection_s=settings.outlier_base_ejection_s,
@@ -132,9 +150,10 @@ def create_app(
                                                   max_per_replica=settings.admission_max_limit_per_replica,
                                                   on_refused=lambda b: metrics.admission_refused.labels(b).inc()))
         background = BackgroundWork(settings.shadow_max_inflight)
-        templates = TemplateStore(db)
+        subjects = SubjectStore(db, Throttle(settings.throttle_max_rejects, settings.throttle_window_s,
+                                             settings.throttle_lockout_s))
         audit = AuditStore(db)
-        shadow = ShadowWork(settings, gateway, templates, metrics, telemetry.tracer, background)
+        shadow = ShadowWork(settings, gateway, subjects, metrics, telemetry.tracer, background)
         discovery = Discovery(balancer, settings.dns_refresh_s, slice_fns)
         holder.subscribe(discovery.apply)
         holder.subscribe(metrics.set_weights)
@@ -151,15 +170,17 @@ def create_app(
                                unhealthy_threshold=settings.health_unhealthy_threshold,
                                healthy_threshold=settings.health_healthy_threshold)
         st = app.state
-        st.http, st.db, st.audit_store, st.templates, st.background, st.health = (
-            http, db, audit, templates, background, health)
-        st.flow = VerificationService(settings, holder, gateway, templates, audit, metrics, telemetry.tracer, shadow)
+        st.http, st.db, st.audit_store, st.subjects, st.background, st.health = (
+            http, db, audit, subjects, background, health)
+        st.flow = VerificationService(settings, holder, gateway, subjects, audit, metrics, telemetry.tracer, shadow)
         st.explanations = ExplanationService(explainer, balancer, audit, telemetry.tracer,
                                              settings.explainer_timeout_s,
                                              default_threshold=settings.default_threshold,
                                              canary_of=lambda route, arm: holder.current.is_canary(route, arm))
         tasks = [asyncio.create_task(holder.watch(settings.policy_poll_s), name="policy-watch"),
                  asyncio.create_task(health.run(), name="health-checks")]
+        if keys is not None:
+            tasks.append(asyncio.create_task(keys.watch(settings.keys_poll_s), name="keys-watch"))
         if isinstance(limiter, SharedRateLimiter):
             tasks.append(asyncio.create_task(limiter.run(), name="ratelimit-leases"))
         if settings.gc_freeze:
@@ -211,6 +232,7 @@ def create_app(
     app.include_router(ops)
     app.include_router(experiments_router())
     app.include_router(outcomes)
+    document_contract(app, settings)
     mount_docs(app)
     # Added innermost first: Trace (outermost) -> HTTP metrics -> body limit -> deadline -> fast dispatch -> app.
     if settings.fast_path:

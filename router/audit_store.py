@@ -2,13 +2,16 @@
 
 SQLAlchemy core over :class:`router.db.Database` (SQLite WAL + synchronous=FULL by default,
 PostgreSQL by URL). The canary analysis and A/B reports read :meth:`AuditStore.experiment_rows`.
+
+Every read is of one tenant: another tenant's audit id reads as missing, exactly like an unknown
+one, so an id says nothing about whether it exists elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,21 +51,24 @@ class AuditStore:
         """True once this process has stored the weights of policy ``version`` (see :meth:`record`)."""
         return version in self._policies
 
-    async def record(self, rec: AuditRecord, policy_weights: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    async def record(self, rec: AuditRecord, tenant: str,
+                     policy_weights: Mapping[str, Mapping[str, float]] | None = None,
+                     also: Callable[[Connection], None] | None = None) -> None:
         """Insert the record and its per-modality rows; returns once the commit is durable.
 
         ``policy_weights`` (route -> arm -> weight of ``rec.policy_version``), when given, is stored
         in the same transaction unless that version is stored already: the sample-ratio check reads
-        the weights in force when each subject was assigned.
+        the weights in force when each subject was assigned. ``also`` runs in the same transaction
+        too (the subject throttle's update of this decision).
         """
-        row = {
+        row = {"tenant": tenant,
             "id": rec.audit_id, "created_at": rec.created_at, "trace_id": rec.trace_id,
             "subject_id": rec.subject_id, "decision": rec.decision, "threshold": rec.threshold,
             "fused_distance": rec.fused_distance, "latency_ms": rec.latency_ms,
             "record": rec.model_dump_json(),
         }
         mods = [
-            {"audit_id": rec.audit_id, "modality": m.modality, "route": m.route, "arm": m.arm,
+            {"tenant": tenant, "audit_id": rec.audit_id, "modality": m.modality, "route": m.route, "arm": m.arm,
              "backend": m.backend, "model_version": m.model_version, "precision": m.precision,
              "distance": m.distance, "decision": m.decision, "latency_ms": m.latency_ms,
              "created_at": rec.created_at, "policy_version": rec.policy_version,
@@ -78,20 +84,23 @@ class AuditStore:
                 conn.execute(audit_modalities.insert(), mods)
             if policy_weights is not None and version is not None:
                 _store_policy(conn, version, policy_weights)
+            if also is not None:
+                also(conn)
 
         await self.db.write(op)
         if policy_weights is not None and version is not None:
             self._policies.add(version)
 
-    async def get(self, audit_id: str) -> AuditRecord | None:
+    async def get(self, audit_id: str, tenant: str) -> AuditRecord | None:
         def op(conn: Connection) -> str | None:
-            return conn.execute(select(audit_records.c.record).where(audit_records.c.id == audit_id)).scalar()
+            return conn.execute(select(audit_records.c.record).where(audit_records.c.id == audit_id,
+                                                                     audit_records.c.tenant == tenant)).scalar()
 
         text = await self.db.read(op)
         return AuditRecord.model_validate_json(text) if text else None
 
-    async def experiment_rows(self, route: str, since: float | None = None) -> list[ExperimentRow]:
-        """Rows of ``route`` (oldest first), optionally only those created at or after ``since``.
+    async def experiment_rows(self, route: str, tenant: str, since: float | None = None) -> list[ExperimentRow]:
+        """Rows of ``route`` in ``tenant`` (oldest first), optionally only those created at or after ``since``.
 
         Each carries its subject, assignment kind, policy version, distance and labelled outcome.
         """
@@ -101,7 +110,7 @@ class AuditStore:
             q = (select(t.c.arm, t.c.decision, t.c.latency_ms, t.c.created_at, r.c.subject_id, t.c.assignment,
                         t.c.policy_version, t.c.distance, o.c.genuine, t.c.audit_id)
                  .join(r, r.c.id == t.c.audit_id).outerjoin(o, o.c.audit_id == t.c.audit_id)
-                 .where(t.c.route == route))
+                 .where(t.c.tenant == tenant, t.c.route == route))
             if since is not None:
                 q = q.where(t.c.created_at >= since)
             return [ExperimentRow(x.arm, x.decision, x.latency_ms, x.created_at, x.subject_id,
@@ -111,19 +120,20 @@ class AuditStore:
 
         return await self.db.read(op)
 
-    async def first_assignments(self, route: str, since: float | None = None) -> list[FirstAssignment]:
-        """Subjects whose first randomised row on ``route`` (ever) is at or after ``since``, oldest first."""
+    async def first_assignments(self, route: str, tenant: str, since: float | None = None) -> list[FirstAssignment]:
+        """Subjects of ``tenant`` whose first randomised row on ``route`` (ever) is at or after ``since``,
+        oldest first."""
         t, r = audit_modalities, audit_records
 
         def op(conn: Connection) -> list[FirstAssignment]:
             first = (select(r.c.subject_id.label("subject_id"), func.min(t.c.created_at).label("first_at"))
                      .join(r, r.c.id == t.c.audit_id)
-                     .where(t.c.route == route, t.c.assignment == "randomised")
+                     .where(t.c.tenant == tenant, t.c.route == route, t.c.assignment == "randomised")
                      .group_by(r.c.subject_id).subquery())
             q = (select(first.c.subject_id, t.c.arm, t.c.policy_version, t.c.created_at)
                  .join(r, r.c.id == t.c.audit_id)
                  .join(first, and_(first.c.subject_id == r.c.subject_id, first.c.first_at == t.c.created_at))
-                 .where(t.c.route == route, t.c.assignment == "randomised"))
+                 .where(t.c.tenant == tenant, t.c.route == route, t.c.assignment == "randomised"))
             if since is not None:
                 q = q.where(first.c.first_at >= since)
             seen: dict[str, FirstAssignment] = {}
@@ -169,16 +179,17 @@ class AuditStore:
 
         return await self.db.read(op)
 
-    async def get_explanation(self, audit_id: str) -> dict | None:
+    async def get_explanation(self, audit_id: str, tenant: str) -> dict | None:
         def op(conn: Connection) -> str | None:
             return conn.execute(
-                select(audit_records.c.explanation).where(audit_records.c.id == audit_id)
+                select(audit_records.c.explanation).where(audit_records.c.id == audit_id,
+                                                          audit_records.c.tenant == tenant)
             ).scalar()
 
         text = await self.db.read(op)
         return json.loads(text) if text else None
 
-    async def save_explanation(self, audit_id: str, explanation: dict) -> None:
+    async def save_explanation(self, audit_id: str, explanation: dict, tenant: str) -> None:
         """Cache an explanation; the first one stored wins (later generations are not kept)."""
         text = json.dumps(explanation)
         now = time.time()
@@ -186,7 +197,8 @@ class AuditStore:
         def op(conn: Connection) -> None:
             conn.execute(
                 update(audit_records)
-                .where(audit_records.c.id == audit_id, audit_records.c.explanation.is_(None))
+                .where(audit_records.c.id == audit_id, audit_records.c.tenant == tenant,
+                       audit_records.c.explanation.is_(None))
                 .values(explanation=text, explained_at=now)
             )
 

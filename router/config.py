@@ -40,8 +40,12 @@ class RouterSettings(BaseSettings):
     policy_configmap_key: str = Field("policy.yaml", description="its data key holding the policy YAML")
     policy_namespace: str = Field("default", description="the ConfigMap's namespace")
     kube_api_url: str | None = Field(None, description="Kubernetes API URL; default: in-cluster (service account)")
-    keys_file: Path | None = Field(None, description="API keys YAML (hashed keys, scopes, rate limits)")
-    auth_disabled: bool = Field(False, description="development only: every caller gets client+admin scopes")
+    keys_file: Path | None = Field(None, description="API keys YAML (hashed keys, tenants, scopes, rate limits; "
+                                                     "hot-reloaded)")
+    keys_poll_s: float = Field(1.0, gt=0, le=5, description="how often the keys file is checked for changes "
+                                                            "(a revoked key is refused within this)")
+    auth_disabled: bool = Field(False, description="development only: every caller gets every scope, tenant "
+                                                   "'default'")
     audit_url: str = Field("sqlite:///.servestack/audit.db", description="sqlite:///path or postgresql+psycopg://...")
     audit_batch_max: int = Field(256, ge=1, description="most records committed in one group commit")
 
@@ -49,6 +53,14 @@ class RouterSettings(BaseSettings):
         DEFAULT_THRESHOLD, ge=THRESHOLD_MIN, le=THRESHOLD_MAX,
         description="accept when fused Hamming distance (bits of 128) <= threshold",
     )
+    migration_threshold: float | None = Field(
+        None, ge=0, le=THRESHOLD_MAX,
+        description="a modality's own distance must be <= this for its probe to be migrated to another arm "
+                    "(default: default_threshold; a request's threshold never applies)",
+    )
+    throttle_max_rejects: int = Field(5, ge=1, description="rejects in a row on one subject that lock it")
+    throttle_window_s: float = Field(900.0, gt=0, description="the rejects must fall within this window")
+    throttle_lockout_s: float = Field(900.0, gt=0, description="how long a locked subject answers 429")
 
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest request body accepted (413 above)")
     max_image_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest decoded image")
@@ -104,6 +116,10 @@ class RouterSettings(BaseSettings):
                                               "collector's reach (fewer, shorter collections under load)")
     gc_gen0_threshold: int = Field(10_000, ge=0, description="net new container objects between young "
                                                              "collections; 0 keeps Python's default (700)")
+
+    @property
+    def migration_threshold_bits(self) -> float:
+        return self.default_threshold if self.migration_threshold is None else self.migration_threshold
 
     @model_validator(mode="after")
     def _check(self) -> RouterSettings:

@@ -61,6 +61,8 @@ schema_migrations = Table(
     Column("name", String(128), nullable=False),
     Column("applied_at", Float, nullable=False),
 )
+# The current schema (what the stores read and write). Each migration below writes its own DDL:
+# these objects change with later versions, a migration's step must not.
 audit_records = Table(
     "audit_records", metadata,
     Column("id", String(32), primary_key=True),
@@ -74,6 +76,7 @@ audit_records = Table(
     Column("record", Text, nullable=False),  # the full AuditRecord JSON (no images, no codes)
     Column("explanation", Text, nullable=True),  # cached Explanation JSON
     Column("explained_at", Float, nullable=True),
+    Column("tenant", String(64), nullable=False),
 )
 audit_modalities = Table(
     "audit_modalities", metadata,
@@ -88,6 +91,7 @@ audit_modalities = Table(
     Column("decision", String(8), nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("tenant", String(64), nullable=False),
     Column("policy_version", Integer, nullable=True),  # v3: the policy version that chose the arm
     Column("assignment", String(16), nullable=True),  # v3: randomised | pinned | fallback | shadow | migration
     Index("ix_audit_modalities_route_created", "route", "created_at"),
@@ -107,25 +111,140 @@ policy_versions = Table(  # v3: the weights each policy version put in force, pe
 )
 templates = Table(
     "templates", metadata,
+    Column("tenant", String(64), primary_key=True),
     Column("subject_id", String(128), primary_key=True),
     Column("modality", String(16), primary_key=True),
     Column("model_version", String(32), primary_key=True),
     Column("code", String(32), nullable=False),  # 128-bit code as hex; never logged
     Column("source", String(16), nullable=False),  # enroll | migration
+    Column("audit_id", String(32), nullable=True),  # migration: the verification that vouched for it
     Column("created_at", Float, nullable=False),
 )
+subject_events = Table(
+    "subject_events", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # enroll | replace | erase | locked
+    Column("created_at", Float, nullable=False),
+    Column("key_name", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("detail", Text, nullable=True),  # JSON: modalities, versions, counts (never codes)
+)
+subject_throttle = Table(
+    "subject_throttle", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("subject_id", String(128), primary_key=True),
+    Column("rejects", Integer, nullable=False),  # consecutive rejects since window_start
+    Column("window_start", Float, nullable=False),
+    Column("locked_until", Float, nullable=True),
+)
+
+DEFAULT_TENANT = "default"
 
 
 def _v1_initial(conn: Connection) -> None:
-    for table in (audit_records, audit_modalities, templates):
-        table.create(conn, checkfirst=True)
+    # The version-1 tables exactly as they were first shipped (frozen: later versions migrate them).
+    v1 = MetaData()
+    Table(
+        "audit_records", v1,
+        Column("id", String(32), primary_key=True),
+        Column("created_at", Float, nullable=False),
+        Column("trace_id", String(32), nullable=False),
+        Column("subject_id", String(128), nullable=False),
+        Column("decision", String(8), nullable=False),
+        Column("threshold", Float, nullable=False),
+        Column("fused_distance", Float, nullable=False),
+        Column("latency_ms", Float, nullable=False),
+        Column("record", Text, nullable=False),
+        Column("explanation", Text, nullable=True),
+        Column("explained_at", Float, nullable=True),
+    )
+    Table(
+        "audit_modalities", v1,
+        Column("audit_id", String(32), primary_key=True),
+        Column("modality", String(16), primary_key=True),
+        Column("route", String(64), nullable=False),
+        Column("arm", String(64), nullable=False),
+        Column("backend", String(64), nullable=False),
+        Column("model_version", String(32), nullable=False),
+        Column("precision", String(16), nullable=False),
+        Column("distance", Integer, nullable=False),
+        Column("decision", String(8), nullable=False),
+        Column("latency_ms", Float, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Index("ix_audit_modalities_route_created", "route", "created_at"),
+    )
+    Table(
+        "templates", v1,
+        Column("subject_id", String(128), primary_key=True),
+        Column("modality", String(16), primary_key=True),
+        Column("model_version", String(32), primary_key=True),
+        Column("code", String(32), nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("created_at", Float, nullable=False),
+    )
+    v1.create_all(conn, checkfirst=True)
+
+
+def _v2_tenants_and_subjects(conn: Connection) -> None:
+    """Tenants on every row (existing rows: ``default``), template provenance, subject events, throttle.
+
+    The templates' primary key gains the tenant: a new table is filled from the old one, which is
+    then dropped (SQLite cannot change a primary key in place).
+    """
+    for table in ("audit_records", "audit_modalities"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN tenant VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_TENANT}'")
+    conn.exec_driver_sql("CREATE INDEX ix_audit_records_created ON audit_records (created_at)")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_audit_modalities_tenant_route_created ON audit_modalities (tenant, route, created_at)")
+    v2 = MetaData()
+    Table(
+        "templates_v2", v2,
+        Column("tenant", String(64), primary_key=True),
+        Column("subject_id", String(128), primary_key=True),
+        Column("modality", String(16), primary_key=True),
+        Column("model_version", String(32), primary_key=True),
+        Column("code", String(32), nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("audit_id", String(32), nullable=True),
+        Column("created_at", Float, nullable=False),
+    )
+    Table(
+        "subject_events", v2,
+        Column("id", String(32), primary_key=True),
+        Column("tenant", String(64), nullable=False),
+        Column("subject_id", String(128), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("key_name", String(64), nullable=False),
+        Column("trace_id", String(32), nullable=False),
+        Column("detail", Text, nullable=True),
+        Index("ix_subject_events_subject", "tenant", "subject_id", "created_at"),
+        Index("ix_subject_events_created", "created_at"),
+    )
+    Table(
+        "subject_throttle", v2,
+        Column("tenant", String(64), primary_key=True),
+        Column("subject_id", String(128), primary_key=True),
+        Column("rejects", Integer, nullable=False),
+        Column("window_start", Float, nullable=False),
+        Column("locked_until", Float, nullable=True),
+    )
+    v2.create_all(conn)
+    conn.exec_driver_sql(
+        "INSERT INTO templates_v2 (tenant, subject_id, modality, model_version, code, source, audit_id, created_at) "
+        f"SELECT '{DEFAULT_TENANT}', subject_id, modality, model_version, code, source, NULL, created_at FROM templates"
+    )
+    conn.exec_driver_sql("DROP TABLE templates")
+    conn.exec_driver_sql("ALTER TABLE templates_v2 RENAME TO templates")
 
 
 def _v3_experiments(conn: Connection) -> None:
     """Assignment kind and policy version per modality row; labelled outcomes; weights per policy version.
 
-    Explicit DDL: v1 creates ``audit_modalities`` from the table object above, which now lists the
-    new columns, so a database created fresh already has them; an older one gets them here.
+    Explicit DDL, guarded: a database created while version 1 built its tables from the current
+    table objects may already have the columns.
     """
     have = {c["name"] for c in inspect(conn).get_columns("audit_modalities")}
     if "policy_version" not in have:
@@ -150,6 +269,7 @@ def _v4_rate_buckets(conn: Connection) -> None:
 # Append-only: (version, name, step). A step receives a connection inside the migration transaction.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial: audit_records, audit_modalities, templates", _v1_initial),
+    (2, "tenants, template provenance, subject events and throttle", _v2_tenants_and_subjects),
     (3, "experiments: assignment kind and policy version per row, audit_outcomes, policy_versions", _v3_experiments),
     (4, "rate_buckets: per-key token buckets shared by router replicas", _v4_rate_buckets),
 ]

@@ -25,12 +25,15 @@ def authenticate(state: Any, headers: Mapping[str, str], scope: Scope) -> Princi
     """The caller's principal (``headers`` keyed in lower case); raises 401/403/429 errors.
 
     The one auth of every endpoint. A check of microseconds is no hop: the key's name goes on the
-    request's server span (``servestack.key_name``), not on a span of its own.
+    request's server span (``servestack.key_name``), not on a span of its own. A pin header needs
+    the ``pin`` scope wherever it is sent: refused, never silently ignored.
     """
     principal = state.authenticator.authenticate(
         presented_key(headers.get("authorization"), headers.get("x-api-key")), scope
     )
     trace.get_current_span().set_attribute("servestack.key_name", principal.name)
+    if _PIN in headers:
+        principal.require("pin", f"send {PIN_HEADER}")
     return principal
 
 
@@ -39,10 +42,11 @@ def authenticate(state: Any, headers: Mapping[str, str], scope: Scope) -> Princi
 NO_TRACE_ID = "0" * 32
 
 
-def caller_of(headers: Mapping[str, str]) -> Caller:
-    """Pins, headers (for a sticky header) and the trace id of the current request."""
+def caller_of(headers: Mapping[str, str], principal: Principal) -> Caller:
+    """Who calls, with pins, headers (for a sticky header) and the trace id of the current request."""
     ids = current_ids()
-    return Caller(pins=parse_pins(headers.get(_PIN)), headers=headers, trace_id=ids[0] if ids else NO_TRACE_ID)
+    return Caller(pins=parse_pins(headers.get(_PIN)), headers=headers, trace_id=ids[0] if ids else NO_TRACE_ID,
+                  principal=principal)
 
 
 async def client_principal(request: Request) -> Principal:

@@ -22,6 +22,7 @@ from router.deps import PIN_HEADER, ClientAuth, authenticate, caller_of
 from router.errors import InvalidRequest, NotFound, RouterError, describe_validation, error_response
 from router.flow import VerificationService
 from router.schemas import (
+    SUBJECT_PATTERN,
     AuditRecord,
     EnrollRequest,
     EnrollResponse,
@@ -30,18 +31,22 @@ from router.schemas import (
     HashApiResponse,
     VerifyRequest,
 )
+from router.subjects import Actor
 
 ERRORS = {
     400: {"model": ErrorResponse, "description": "bad input (base64, modality, unknown arm)"},
     401: {"model": ErrorResponse, "description": "missing or unknown API key"},
-    403: {"model": ErrorResponse, "description": "the key lacks the scope"},
+    403: {"model": ErrorResponse, "description": "the key lacks the scope (pin header: `pin`; replace: "
+                                                  "`enroll:replace`)"},
     413: {"model": ErrorResponse, "description": "body or image too large"},
     422: {"model": ErrorResponse, "description": "request does not match the schema"},
-    429: {"model": ErrorResponse, "description": "rate limit exceeded (see Retry-After)"},
+    429: {"model": ErrorResponse, "description": "rate limit exceeded, or subject_locked after too many "
+                                                  "rejects in a row (see Retry-After)"},
     503: {"model": ErrorResponse, "description": "no backend could serve; the message names what was tried"},
 }
 PIN_DOC = f"Pin header `{PIN_HEADER}: face=v2[,fingerprint=v1]` forces an arm per route."
 AUDIT_ID = Path(pattern=r"^[0-9a-f]{32}$", description="audit id from /v1/verify")
+SUBJECT_ID = Path(pattern=SUBJECT_PATTERN, description="the subject id given at enrolment")
 
 api = APIRouter(responses=ERRORS)
 
@@ -76,7 +81,7 @@ class JsonEndpoint:
         to the app's 500 handler.
         """
         try:
-            authenticate(state, headers, "client")
+            principal = authenticate(state, headers, "client")
             content_type = headers.get("content-type")
             if content_type is not None and not _is_json(content_type):
                 raise InvalidRequest(f"body: expected JSON (content-type application/json), got {content_type!r}")
@@ -86,7 +91,7 @@ class JsonEndpoint:
             except ValidationError as exc:
                 # loc + msg only: the offending input may be an image and must not be echoed or logged.
                 raise InvalidRequest(describe_validation(exc.errors(include_url=False), ("body",))) from None
-            result = await self.call(state.flow, body, caller_of(headers))
+            result = await self.call(state.flow, body, caller_of(headers, principal))
         except RouterError as exc:
             return error_response(exc)
         return _json(result)
@@ -111,7 +116,10 @@ JSON_ENDPOINTS: dict[str, JsonEndpoint] = {e.path: e for e in (
         "/v1/enroll", EnrollRequest, EnrollResponse, VerificationService.enroll,
         summary="Enrol a subject (templates stored per model version)",
         description="Hashes each image on the route's chosen arm (and, by default, on every weighted arm) "
-                    "and stores the code as the subject's template for the serving model version. " + PIN_DOC),
+                    "and stores the code as the subject's template for the serving model version. An "
+                    "enrolled subject is 409 `subject_exists` unless the body says `\"replace\": true` "
+                    "(scope `enroll:replace`), which replaces every model version of the modalities sent. "
+                    + PIN_DOC),
     JsonEndpoint(
         "/v1/verify", VerifyRequest, AuditRecord, VerificationService.verify,
         summary="Verify a subject: decision, distances, arm and version per modality, audit id",
@@ -119,7 +127,9 @@ JSON_ENDPOINTS: dict[str, JsonEndpoint] = {e.path: e for e in (
                     "fused distance = mean over modalities; accept when fused distance <= threshold. The "
                     "threshold defaults to the router's `default_threshold` (24 of 128 bits unless "
                     "configured) and may be overridden per request within 5..50. The audit record is "
-                    "committed before this response is sent. " + PIN_DOC),
+                    "committed before this response is sent. After `throttle_max_rejects` rejects in a row "
+                    "(default 5 within 15 minutes) the subject answers 429 `subject_locked` with Retry-After. "
+                    + PIN_DOC),
     JsonEndpoint(
         "/v1/hash", HashApiRequest, HashApiResponse, VerificationService.hash,
         summary="Hash images with the policy's arm for the modality (codes returned)",
@@ -131,9 +141,9 @@ for _endpoint in JSON_ENDPOINTS.values():
 
 
 @api.get("/v1/audit/{audit_id}", response_model=AuditRecord, tags=["audit"],
-         summary="One audit record", responses={404: {"model": ErrorResponse}})
-async def get_audit(request: Request, _p: ClientAuth, audit_id: str = AUDIT_ID) -> Response:
-    record = await request.app.state.audit_store.get(audit_id)
+         summary="One audit record (of the caller's tenant)", responses={404: {"model": ErrorResponse}})
+async def get_audit(request: Request, p: ClientAuth, audit_id: str = AUDIT_ID) -> Response:
+    record = await request.app.state.audit_store.get(audit_id, p.tenant)
     if record is None:
         raise NotFound(f"no audit record {audit_id!r}")
     return _json(record)
@@ -146,10 +156,22 @@ async def get_audit(request: Request, _p: ClientAuth, audit_id: str = AUDIT_ID) 
                      "event whose `text` is the checked text to display (or `error`).",
          responses={200: {"content": {"application/json": {}, "text/event-stream": {}}},
                     404: {"model": ErrorResponse}})
-async def get_explanation(request: Request, _p: ClientAuth, audit_id: str = AUDIT_ID):
+async def get_explanation(request: Request, p: ClientAuth, audit_id: str = AUDIT_ID):
     service = request.app.state.explanations
     if "text/event-stream" in request.headers.get("accept", ""):
-        stream = await service.open_stream(audit_id)
+        stream = await service.open_stream(audit_id, p.tenant)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return JSONResponse(await service.explain(audit_id))
+    return JSONResponse(await service.explain(audit_id, p.tenant))
+
+
+@api.delete("/v1/subjects/{subject_id}", status_code=204, tags=["subjects"], response_class=Response,
+            summary="Erase a subject: every template of every model version",
+            description="Removes the subject's templates (all modalities, all model versions) and its throttle "
+                        "state in the caller's tenant. Audit records stay: they hold decisions and distances, "
+                        "never codes or images. The erasure itself is recorded as a subject event.",
+            responses={204: {"description": "erased"}, 404: {"model": ErrorResponse}})
+async def erase_subject(request: Request, p: ClientAuth, subject_id: str = SUBJECT_ID) -> Response:
+    caller = caller_of(request.headers, p)
+    await request.app.state.subjects.erase(p.tenant, subject_id, Actor(p.name, caller.trace_id))
+    return Response(status_code=204)

@@ -8,13 +8,16 @@
     ├── Unauthorized (401 unauthorized)
     ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
-    │   └── NotEnrolled (404 not_enrolled)
+    │   ├── NotEnrolled (404 not_enrolled)            no template for this modality / model version
+    │   └── SubjectNotFound (404 subject_not_found)   no template at all in the caller's tenant
     ├── Conflict (409 conflict)
-    │   └── OutcomeConflict (409 outcome_conflict) a record relabelled with the other outcome
+    │   ├── OutcomeConflict (409 outcome_conflict) a record relabelled with the other outcome
+    │   └── SubjectExists (409 subject_exists)     enrolment over a subject without "replace"
     ├── PayloadTooLarge (413 payload_too_large)
     ├── InvalidRequest (422 invalid_request)   the body does not match the schema
     ├── PolicyInvalid (422 policy_invalid)
     ├── RateLimited (429 rate_limited, Retry-After)
+    ├── SubjectLocked (429 subject_locked, Retry-After)   too many rejects in a row on one subject
     └── Unavailable (503 unavailable, Retry-After)
         ├── UpstreamUnavailable (503 upstream_unavailable) every backend of the chain failed
         └── NotReady (503 not_ready)
@@ -171,6 +174,19 @@ class UpstreamUnavailable(Unavailable):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class SubjectNotFound(NotFound):
+    code = "subject_not_found"
+
+
+class SubjectExists(Conflict):
+    code = "subject_exists"
+
+
+class SubjectLocked(RouterError):
+    status = 429
+    code = "subject_locked"
 
 
 class VersionConflict(RouterError):

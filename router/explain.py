@@ -86,8 +86,8 @@ class ExplanationService:
         self.default_threshold = default_threshold
         self.canary_of = canary_of
 
-    async def _facts(self, audit_id: str) -> AuditFacts:
-        record = await self.audit.get(audit_id)
+    async def _facts(self, audit_id: str, tenant: str) -> AuditFacts:
+        record = await self.audit.get(audit_id, tenant)
         if record is None:
             raise NotFound(f"no audit record {audit_id!r}")
         return facts_of(record, default_threshold=self.default_threshold, canary_of=self.canary_of)
@@ -98,14 +98,15 @@ class ExplanationService:
             raise ExplainerUnavailable(f"no explainer is reachable: {self.balancer.describe(EXPLAINER)}")
         return endpoint.url
 
-    async def cached(self, audit_id: str) -> dict | None:
-        return await self.audit.get_explanation(audit_id)
+    async def cached(self, audit_id: str, tenant: str) -> dict | None:
+        return await self.audit.get_explanation(audit_id, tenant)
 
-    async def explain(self, audit_id: str) -> dict:
-        cached = await self.audit.get_explanation(audit_id)
+    async def explain(self, audit_id: str, tenant: str) -> dict:
+        """The explanation of one of ``tenant``'s records (another tenant's id: NotFound, as unknown)."""
+        cached = await self.audit.get_explanation(audit_id, tenant)
         if cached is not None:
             return cached
-        facts = await self._facts(audit_id)
+        facts = await self._facts(audit_id, tenant)
         url = self._endpoint()
         with traced(self.tracer, "upstream.explain", {"server.address": url}, kind=SpanKind.CLIENT):
             try:
@@ -115,19 +116,19 @@ class ExplanationService:
                 log.warning("explainer at %s failed for %s: %s", url, audit_id, exc)
                 return template_explanation(facts, f"explainer failed: {exc}")
         data = explanation.model_dump(mode="json")
-        await self.audit.save_explanation(audit_id, data)
+        await self.audit.save_explanation(audit_id, data, tenant)
         return data
 
-    async def open_stream(self, audit_id: str) -> AsyncIterator[bytes]:
+    async def open_stream(self, audit_id: str, tenant: str) -> AsyncIterator[bytes]:
         """Validate (404/503 before any byte is sent), then return the SSE byte stream."""
-        cached = await self.audit.get_explanation(audit_id)
+        cached = await self.audit.get_explanation(audit_id, tenant)
         if cached is not None:
             return _single(sse("final", cached))
-        facts = await self._facts(audit_id)
+        facts = await self._facts(audit_id, tenant)
         url = self._endpoint()
-        return self._relay(audit_id, facts, url)
+        return self._relay(audit_id, tenant, facts, url)
 
-    async def _relay(self, audit_id: str, facts: AuditFacts, url: str) -> AsyncIterator[bytes]:
+    async def _relay(self, audit_id: str, tenant: str, facts: AuditFacts, url: str) -> AsyncIterator[bytes]:
         delivered: list[str] = []  # the checked sentences relayed so far
         with traced(self.tracer, "upstream.explain", {"server.address": url, "servestack.stream": True},
                     kind=SpanKind.CLIENT):
@@ -136,7 +137,7 @@ class ExplanationService:
                                                             headers=dict(inject_headers({}))):
                     if event == "final":
                         final = Explanation.model_validate(data).model_dump(mode="json")
-                        await self.audit.save_explanation(audit_id, final)
+                        await self.audit.save_explanation(audit_id, final, tenant)
                         yield sse("final", final)
                         return
                     if event == "delta":

@@ -6,6 +6,12 @@ image on it (retries, fallback), the template of the *served* model version is c
 different versions are not comparable), then fusion and the decision; the audit record is
 committed before the caller gets the result. Shadow copies and template migration run
 afterwards, bounded. Images stay the base64 text the caller sent (checked once, never decoded).
+
+Everything is of the caller's tenant. A verification first reads the subject (every template and
+its lock, one statement): a locked subject is refused before any engine work, and the decision
+updates the throttle in the audit record's own transaction. Only a genuine match of a modality
+(its own distance within the server's migration threshold, served by its arm without fallback,
+in an accepted record) may be migrated to another arm.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from typing import TypeVar
 from opentelemetry import trace
 
 from router.audit_store import AuditStore
+from router.auth import Principal
 from router.config import RouterSettings
-from router.errors import InvalidInput, NotEnrolled, RouterError, UpstreamUnavailable
+from router.errors import InvalidInput, NotEnrolled, RouterError, SubjectExists, SubjectNotFound, UpstreamUnavailable
 from router.ids import new_id
 from router.metrics import RouterMetrics
 from router.policy import Arm, RequestContext, TrafficPolicy
@@ -38,7 +45,7 @@ from router.schemas import (
     check_image,
 )
 from router.shadow import ShadowWork
-from router.templates import TemplateStore
+from router.subjects import Actor, NewTemplate, SubjectStore
 from router.upstream import HashGateway, HashOutcome
 from router.verification import CODE_BITS, decide, fuse, hamming
 from tracing import traced
@@ -53,11 +60,20 @@ def _is_code(code: object) -> bool:
 
 @dataclass
 class Caller:
-    """What the flows need from the HTTP request: pins, headers (for a sticky header), trace id."""
+    """What the flows need from the HTTP request: pins, headers (for a sticky header), trace id, and
+    who calls (the key's tenant partitions everything the flows read and write)."""
 
     pins: Mapping[str, str]
     headers: Mapping[str, str]
     trace_id: str
+    principal: Principal
+
+    @property
+    def tenant(self) -> str:
+        return self.principal.tenant
+
+    def actor(self) -> Actor:
+        return Actor(self.principal.name, self.trace_id)
 
 
 @dataclass
@@ -81,12 +97,12 @@ async def first_error(*aws: Awaitable[T]) -> list[T]:
 
 class VerificationService:
     def __init__(self, settings: RouterSettings, policy: PolicyHolder, gateway: HashGateway,
-                 templates: TemplateStore, audit: AuditStore, metrics: RouterMetrics, tracer,
+                 subjects: SubjectStore, audit: AuditStore, metrics: RouterMetrics, tracer,
                  shadow: ShadowWork) -> None:
         self.settings = settings
         self.policy = policy
         self.gateway = gateway
-        self.templates = templates
+        self.subjects = subjects
         self.audit = audit
         self.metrics = metrics
         self.tracer = tracer
@@ -122,17 +138,28 @@ class VerificationService:
 
     # --- enroll ----------------------------------------------------------------------------------
     async def enroll(self, req: EnrollRequest, caller: Caller) -> EnrollResponse:
-        policy = self.policy.current
         images = {m: check_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
+        if req.replace:
+            caller.principal.require("enroll:replace", "replace an enrolled subject")
+        else:
+            # Refused before any engine work; the write below checks again in its transaction.
+            existing = await self.subjects.load(caller.tenant, req.subject_id)
+            if existing.templates:
+                raise SubjectExists(f"subject {req.subject_id!r} is already enrolled; send \"replace\": true "
+                                    "(needs the enroll:replace scope) to replace its templates")
+        policy = self.policy.current
         per_modality = await first_error(
             *(self._enroll_modality(policy, m, img, req.subject_id, caller) for m, img in images.items())
         )
-        stored = [s for ok, _ in per_modality for s in ok]
-        failed = [f for _, bad in per_modality for f in bad]
+        stored = [s for ok, _, _ in per_modality for s in ok]
+        failed = [f for _, bad, _ in per_modality for f in bad]
+        with traced(self.tracer, "template.write", {"servestack.templates": len(stored)}):
+            await self.subjects.enroll(caller.tenant, req.subject_id, [t for _, _, new in per_modality for t in new],
+                                       replace=req.replace, actor=caller.actor())
         return EnrollResponse(subject_id=req.subject_id, templates=stored, failed=failed, trace_id=caller.trace_id)
 
-    async def _enroll_modality(self, policy: TrafficPolicy, modality: str, image: str, subject_id: str,
-                               caller: Caller) -> tuple[list[TemplateStored], list[TemplateFailed]]:
+    async def _enroll_modality(self, policy: TrafficPolicy, modality: str, image: str, subject_id: str, caller: Caller
+                               ) -> tuple[list[TemplateStored], list[TemplateFailed], list[NewTemplate]]:
         arms = policy.enrollment_arms(self.choose(policy, modality, subject_id, caller),
                                       all_arms=self.settings.enroll_all_arms)
         outcomes = await asyncio.gather(*(self._hash(policy, a, [image]) for a in arms), return_exceptions=True)
@@ -140,26 +167,36 @@ class VerificationService:
             raise outcomes[0]  # the chosen arm must enrol; the others are best effort
         stored: list[TemplateStored] = []
         failed: list[TemplateFailed] = []
+        new: dict[str, NewTemplate] = {}
         for arm, outcome in zip(arms, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 msg = outcome.message if isinstance(outcome, RouterError) else repr(outcome)
                 failed.append(TemplateFailed(modality=modality, arm=arm.name, message=msg))
                 continue
             engine = outcome.response.engine
-            with traced(self.tracer, "template.write", {"servestack.route": modality, "servestack.arm": arm.name}):
-                await self.templates.put(subject_id, modality, engine.version, outcome.response.codes[0], "enroll")
+            # Two arms of one version (engine or precision differs) store one template: the chosen arm's.
+            new.setdefault(engine.version, NewTemplate(modality, engine.version, outcome.response.codes[0]))
             stored.append(TemplateStored(modality=modality, arm=arm.name, backend=outcome.backend,
                                          model_version=engine.version, precision=engine.precision))
-        return stored, failed
+        return stored, failed, list(new.values())
 
     # --- verify ----------------------------------------------------------------------------------
     async def verify(self, req: VerifyRequest, caller: Caller) -> AuditRecord:
         start = time.perf_counter()
+        images = {m: check_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
+        tenant = caller.tenant
+        subject = await self.subjects.load(tenant, req.subject_id)
+        now = time.time()
+        if subject.retry_after_s(now) is not None:
+            self.metrics.subject_locked.inc()
+            raise await self.subjects.refuse_locked(tenant, req.subject_id, subject, now, caller.actor())
+        if not subject.templates:
+            raise SubjectNotFound(f"no subject {req.subject_id!r}")
         policy = self.policy.current
         threshold = req.threshold if req.threshold is not None else self.settings.default_threshold
-        images = {m: check_image(v, m, self.settings.max_image_bytes) for m, v in req.images().items()}
         verified = await first_error(
-            *(self._verify_modality(policy, m, img, req.subject_id, threshold, caller) for m, img in images.items())
+            *(self._verify_modality(policy, m, img, req.subject_id, subject.templates.get(m, {}), threshold, caller)
+              for m, img in images.items())
         )
         fused = fuse([v.result.distance for v in verified])
         record = AuditRecord(
@@ -172,17 +209,25 @@ class VerificationService:
                    else {r: policy.weights(r) for r in policy.spec.routes})
         with traced(self.tracer, "audit.write", {"servestack.audit_id": record.audit_id,
                                                   "servestack.decision": record.decision}):
-            await self.audit.record(record, weights)
+            await self.audit.record(record, tenant, weights, also=self.subjects.verdict_op(
+                tenant, req.subject_id, record.decision, record.created_at))
         self.metrics.decisions.labels(record.decision).inc()
         for v in verified:
-            self.shadow.after_verify(policy, req.subject_id, v.result, v.code, v.image, v.templates, threshold,
-                                     accepted=record.decision == "accept", versions=self.versions)
+            self.shadow.after_verify(policy, tenant, req.subject_id, v.result, v.code, v.image, v.templates,
+                                     threshold, genuine=self._genuine(record, v.result), audit_id=record.audit_id,
+                                     versions=self.versions)
         return record
 
+    def _genuine(self, record: AuditRecord, result: ModalityResult) -> bool:
+        """May this modality's probe be enrolled on another arm? Only a match that would stand on its
+        own: within the server's migration threshold (never the caller's), served by its arm without
+        fallback, in an accepted record."""
+        return (record.decision == "accept" and not result.fallbacks
+                and result.distance <= self.settings.migration_threshold_bits)
+
     async def _verify_modality(self, policy: TrafficPolicy, modality: str, image: str, subject_id: str,
-                               threshold: float, caller: Caller) -> _Verified:
+                               templates: dict[str, str], threshold: float, caller: Caller) -> _Verified:
         arm = self.choose(policy, modality, subject_id, caller)
-        templates = await self.templates.get(subject_id, modality)
         if not templates:
             raise NotEnrolled(f"subject {subject_id!r} has no {modality} template: enrol first")
         arm = policy.coverage_arm(arm, templates, self.versions)

@@ -51,6 +51,10 @@ class RouterMetrics:
         self.decisions = Counter(p + "decisions_total", "verification decisions", ["decision"], registry=r)
         self.policy_weight = Gauge(p + "policy_weight", "current arm weights", ["route", "arm"], registry=r)
         self.policy_reloads = Counter(p + "policy_reloads_total", "policy swaps and refusals", ["result"], registry=r)
+        self.keys_reloads = Counter(p + "keys_reloads_total", "keys file reloads (file) and refusals (invalid)",
+                                    ["result"], registry=r)
+        self.subject_locked = Counter(p + "subject_locked_total",
+                                      "verifications refused because the subject is locked", registry=r)
         self.policy_version = Gauge(p + "policy_version", "version of the policy in force (from its source)",
                                     registry=r)
         self.ratelimit_store_errors = Counter(p + "ratelimit_store_errors_total",

@@ -34,10 +34,10 @@ class OutcomeResponse(BaseModel):
                summary="Label a verification genuine or impostor (ground truth for FAR/FRR)",
                responses={404: {"model": ErrorResponse, "description": "no such audit record"},
                           409: {"model": ErrorResponse, "description": "already labelled with the other outcome"}})
-async def post_outcome(body: OutcomeBody, request: Request, _p: ClientAuth, audit_id: str = AUDIT_ID
+async def post_outcome(body: OutcomeBody, request: Request, p: ClientAuth, audit_id: str = AUDIT_ID
                        ) -> OutcomeResponse:
     store = request.app.state.audit_store
-    if await store.get(audit_id) is None:
+    if await store.get(audit_id, p.tenant) is None:
         raise NotFound(f"no audit record {audit_id!r}")
     result = await store.set_outcome(audit_id, body.genuine)
     if result == "conflict":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from router.config import THRESHOLD_MAX, THRESHOLD_MIN
 from router.errors import InvalidInput, PayloadTooLarge
+from trt_serving.schemas import BASE64_PATTERN
 
 Modality = Literal["face", "fingerprint"]
 Decision = Literal["accept", "reject"]
@@ -19,15 +21,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EnrollRequest(_Strict):
-    """Enrol a subject: one image per modality (base64-encoded JPEG/PNG)."""
+# Documented for the OpenAPI schema; check_image enforces them (400 invalid_input, 413 above the size
+# limit, which router.openapi_contract writes into the schema from the settings).
+_IMAGE_SCHEMA: JsonDict = {"pattern": BASE64_PATTERN, "minLength": 4}
+# At least one modality: the schema's anyOf says what _some_modality enforces.
+_SOME_MODALITY: JsonDict = {
+    "anyOf": [{"required": [m], "properties": {m: {"type": "string"}}} for m in ("face", "fingerprint")]}
 
+
+class SubjectImages(_Strict):
+    """A subject and one image per modality (base64-encoded JPEG/PNG), at least one modality."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_SOME_MODALITY)
     subject_id: str = Field(pattern=SUBJECT_PATTERN, examples=["alice"])
-    face: str | None = Field(None, description="base64 image of the face")
-    fingerprint: str | None = Field(None, description="base64 image of the fingerprint")
+    face: str | None = Field(None, description="base64 image of the face", json_schema_extra=_IMAGE_SCHEMA)
+    fingerprint: str | None = Field(None, description="base64 image of the fingerprint",
+                                    json_schema_extra=_IMAGE_SCHEMA)
 
     @model_validator(mode="after")
-    def _some_modality(self) -> EnrollRequest:
+    def _some_modality(self) -> SubjectImages:
         if self.face is None and self.fingerprint is None:
             raise ValueError("send at least one of face, fingerprint")
         return self
@@ -36,7 +48,14 @@ class EnrollRequest(_Strict):
         return {m: v for m, v in (("face", self.face), ("fingerprint", self.fingerprint)) if v is not None}
 
 
-class VerifyRequest(EnrollRequest):
+class EnrollRequest(SubjectImages):
+    """Enrol a subject; an enrolled one only with ``replace`` (scope ``enroll:replace``)."""
+
+    replace: bool = Field(False, description="replace the templates of an enrolled subject (needs the "
+                                             "enroll:replace scope); without it an enrolled subject is 409")
+
+
+class VerifyRequest(SubjectImages):
     """Verify a subject against its templates; ``threshold`` overrides the default within 5..50."""
 
     threshold: float | None = Field(
@@ -47,7 +66,8 @@ class VerifyRequest(EnrollRequest):
 
 class HashApiRequest(_Strict):
     modality: Modality
-    images: list[str] = Field(min_length=1, max_length=64, description="base64 images")
+    images: list[Annotated[str, Field(json_schema_extra=_IMAGE_SCHEMA)]] = Field(
+        min_length=1, max_length=64, description="base64 images (at most max_images_per_hash)")
     subject_id: str | None = Field(None, pattern=SUBJECT_PATTERN, description="sticky key (optional)")
 
 

@@ -17,7 +17,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("servestack.build_cmd", "build a hasher engine artifact"),
     ("servestack.canary_cmd", "run a canary analysis"),
     ("servestack.loadtest_cmd", "run a Locust load test"),
-    ("servestack.audit_cmd", "import labelled outcomes of verifications"),
+    ("servestack.audit_cmd", "import labelled outcomes, prune old audit records"),
     ("servestack.bench_cmd", "run the benchmarks behind BENCHMARKS.md"),
 )
 

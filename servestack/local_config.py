@@ -10,10 +10,11 @@ from pathlib import Path
 
 import yaml
 
-from router.auth import hash_key
+from router.auth import ALL_SCOPES, hash_key
 from router.policy import PolicySpec
 
 LOCAL_KEYS = "local-keys.json"
+LOCAL_TENANT = "local"
 
 
 def local_stack_policy(services: Mapping[str, str]) -> dict:
@@ -80,10 +81,11 @@ def write_keys(state_dir: Path) -> tuple[Path, str, str]:
     keys = {
         "keys": [
             # Generous limits: the local stack is also the target of `servestack loadtest`.
-            {"name": "local-client", "sha256": hash_key(plain["api_key"]), "scopes": ["client"],
-             "rate_per_s": 5000, "burst": 10000},
-            {"name": "local-admin", "sha256": hash_key(plain["admin_api_key"]), "scopes": ["client", "admin"],
-             "rate_per_s": 100, "burst": 200},
+            # One tenant; the client key may not pin arms, the admin key holds every scope.
+            {"name": "local-client", "tenant": LOCAL_TENANT, "sha256": hash_key(plain["api_key"]),
+             "scopes": ["client"], "rate_per_s": 5000, "burst": 10000},
+            {"name": "local-admin", "tenant": LOCAL_TENANT, "sha256": hash_key(plain["admin_api_key"]),
+             "scopes": list(ALL_SCOPES), "rate_per_s": 100, "burst": 200},
         ]
     }
     path = state_dir / "keys.yaml"

@@ -39,6 +39,7 @@ class ServiceSpec:
     ready_path: str
     log_path: Path
     startup_timeout_s: float = 300.0
+    extra_ports: dict[str, int] = field(default_factory=dict)  # more listening ports, e.g. {"grpc": 8151}
 
     @property
     def base_url(self) -> str:
@@ -65,16 +66,17 @@ def _die_with_parent() -> None:
 def check_ports_free(specs: Sequence[ServiceSpec]) -> None:
     """Raise StackError naming the first port already in use."""
     for spec in specs:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # As uvicorn does: connections in TIME_WAIT from a previous run must not count as "in use".
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((spec.host, spec.port))
-            except OSError as exc:
-                raise StackError(
-                    f"port {spec.port} for {spec.name} is already in use on {spec.host} ({exc.strerror}): "
-                    f"stop what uses it, or pick other ports (servestack up --help: --port-offset, --*-port)"
-                ) from exc
+        for port in (spec.port, *spec.extra_ports.values()):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # As uvicorn does: connections in TIME_WAIT from a previous run must not count as "in use".
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((spec.host, port))
+                except OSError as exc:
+                    raise StackError(
+                        f"port {port} for {spec.name} is already in use on {spec.host} ({exc.strerror}): "
+                        f"stop what uses it, or pick other ports (servestack up --help: --port-offset, --*-port)"
+                    ) from exc
 
 
 def tail(path: Path, lines: int = 25) -> str:

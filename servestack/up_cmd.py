@@ -39,7 +39,11 @@ HASHERS = (
     HasherPod("hasher-face-v2", "face", "2", 8102),
     HasherPod("hasher-fingerprint-v1", "fingerprint", "1", 8111),
 )
-DEFAULT_PORTS = {"router": 8000, **{h.name: h.default_port for h in HASHERS}, "explainer": 8200}
+# Each hasher also serves the Open Inference Protocol over gRPC, on its HTTP port + this (8151, ...).
+GRPC_PORT_DELTA = 50
+# Every port the stack listens on by default (background stacks move them all by one offset).
+DEFAULT_PORTS = {"router": 8000, **{h.name: h.default_port for h in HASHERS}, "explainer": 8200,
+                 **{f"{h.name} (gRPC)": h.default_port + GRPC_PORT_DELTA for h in HASHERS}}
 PORT_FLAGS = {
     "router": "router_port",
     "hasher-face-v1": "face_v1_port",
@@ -67,8 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address every service binds")
     p.add_argument("--port-offset", type=int, default=0, help="added to every service's port")
     for name, dest in PORT_FLAGS.items():
+        grpc = f" (OIP over gRPC on this + {GRPC_PORT_DELTA})" if name.startswith("hasher") else ""
         p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=int, default=DEFAULT_PORTS[name],
-                       help=f"port of {name}")
+                       help=f"port of {name}{grpc}")
     p.add_argument("--hasher-threads", type=int, default=1,
                    help="engine threads per hasher pod (3 pods + the explainer share the cores)")
     p.add_argument("--explainer-threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
@@ -112,14 +117,16 @@ def build_specs(args: argparse.Namespace, cache_dir: Path, policy: Path, keys: P
             },
         ))
     for pod in HASHERS:
+        grpc_port = ports[pod.name] + GRPC_PORT_DELTA
         specs.append(ServiceSpec(
             name=pod.name, argv=[py, "-m", "trt_serving"], host=args.host, port=ports[pod.name],
             ready_path="/v2/health/ready", log_path=logs / f"{pod.name}.log",
-            startup_timeout_s=args.startup_timeout_s,
+            startup_timeout_s=args.startup_timeout_s, extra_ports={"grpc": grpc_port},
             env={
                 **otel,
                 "SERVESTACK_HASHER_MODEL": pod.model, "SERVESTACK_HASHER_VERSION": pod.version,
                 "SERVESTACK_HASHER_HOST": args.host, "SERVESTACK_HASHER_PORT": str(ports[pod.name]),
+                "SERVESTACK_HASHER_GRPC_PORT": str(grpc_port),
                 "SERVESTACK_HASHER_CACHE_DIR": str(cache_dir),
                 "SERVESTACK_HASHER_THREADS": str(args.hasher_threads),
                 # One engine thread per pod: OpenMP/oneDNN must not spawn one per core on top.
@@ -165,7 +172,8 @@ def _print_ready(console: Console, info: StackInfo, specs: list[ServiceSpec]) ->
     table.add_column("url")
     table.add_column("log")
     for spec in specs:
-        table.add_row(spec.name, spec.base_url, str(spec.log_path))
+        extra = "".join(f"  {name} {spec.host}:{port}" for name, port in spec.extra_ports.items())
+        table.add_row(spec.name, spec.base_url + extra, str(spec.log_path))
     console.print(table)
     router = info.services["router"]
     console.print(f"API docs: {router}/docs    metrics: {router}/metrics    stack file: "

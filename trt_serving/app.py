@@ -24,10 +24,12 @@ from tracing import Telemetry, TraceMiddleware, TracingSettings, register_span_m
 from trt_serving.batcher import DynamicBatcher
 from trt_serving.config import HasherSettings
 from trt_serving.dataplane import DataPlane, Serving
+from trt_serving.endpoints import document_limits
 from trt_serving.endpoints import router as v1_router
 from trt_serving.errors import HasherError
 from trt_serving.metrics import HasherMetrics, RequestMetricsMiddleware
 from trt_serving.oip import router as oip_router
+from trt_serving.oip_grpc_server import start_grpc_server, stop_grpc_server
 from trt_serving.selection import NoEngine, select_engine
 
 log = logging.getLogger(__name__)
@@ -76,11 +78,18 @@ async def _load(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: HasherSettings = app.state.settings
+    grpc_server = None
+    if settings.grpc_port is not None:
+        grpc_server, app.state.grpc_port = await start_grpc_server(app.state.dataplane, settings.host,
+                                                                   settings.grpc_port)
     loader = asyncio.create_task(_load(app), name="hasher-engine-load")
     app.state.loader = loader
     try:
         yield
     finally:
+        if grpc_server is not None:
+            await stop_grpc_server(grpc_server)
         if not loader.done():
             # Selection runs in a thread that cannot be interrupted; wait for it so the engine closes.
             loader.cancel()
@@ -108,6 +117,7 @@ def create_app(settings: HasherSettings, *, tracing: TracingSettings | None = No
     app.state.dataplane = DataPlane(settings, app.state.decode_pool, telemetry.tracer)
     app.include_router(oip_router)
     app.include_router(v1_router)
+    document_limits(app, settings.max_image_bytes)
 
     @app.exception_handler(HasherError)
     async def _hasher_error(request: Request, exc: HasherError) -> JSONResponse:
@@ -125,7 +135,7 @@ def create_app(settings: HasherSettings, *, tracing: TracingSettings | None = No
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(request, exc.status_code, code, str(exc.detail))
+        return _error(request, exc.status_code, code, str(exc.detail), exc.headers)  # 405: Allow
 
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(TraceMiddleware, tracer=telemetry.tracer)

@@ -24,6 +24,9 @@ class HasherSettings(BaseSettings):
     version: str = "1"
     host: str = "127.0.0.1"
     port: int = Field(default=8101, ge=0, le=65535)
+    # The Open Inference Protocol over gRPC beside HTTP (oip_grpc_server.py): `servestack up` and the
+    # Kubernetes manifests set it on every pod; unset (in-process apps of the tests): HTTP only.
+    grpc_port: int | None = Field(default=None, ge=0, le=65535, description="OIP gRPC port (0: any free)")
     log_level: str = "info"
     cache_dir: Path = Path(".servestack/cache")
     threads: int = Field(default=2, ge=1, description="engine threads")

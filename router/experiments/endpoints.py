@@ -1,9 +1,10 @@
 """``GET /v1/experiments`` (the list), ``GET /v1/experiments/{name}`` (JSON report) and
 ``GET /v1/experiments/{name}/report`` (HTML page).
 
-All need the ``client`` scope, the way the rest of API v1 does. The experiment name is the
-route's ``experiment`` (or the route's name when it has none); rows, first assignments and the
-weights of past policy versions come from the audit store, today's weights from the policy.
+All need the ``client`` scope, the way the rest of API v1 does; reports count the caller's tenant
+only. The experiment name is the route's ``experiment`` (or the route's name when it has none);
+rows, first assignments and the weights of past policy versions come from the audit store,
+today's weights from the policy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from router.experiments.sequential import DEFAULT_TAU
 from router.policy import NAME_PATTERN
 
 NAME = Path(pattern=NAME_PATTERN, description="experiment name (the route's `experiment`, else the route)")
-Since = Annotated[float | None, Query(ge=0, description="only rows created at or after this unix time")]
+Since = Annotated[float | None, Query(ge=0, le=4_102_444_800,  # 2100-01-01: bounded, as the schema says
+                                      description="only rows created at or after this unix time")]
 Confidence = Annotated[float, Query(ge=0.5, le=0.999, description="confidence of the intervals; alpha = 1 - it")]
 Threshold = Annotated[float | None, Query(ge=0, le=128, description="distance threshold of FAR/FRR "
                                                                        "(default: the router's default_threshold)")]
@@ -59,16 +61,16 @@ def _since(history: list, weights: dict[str, float]) -> float | None:
     return since
 
 
-async def _report(request: Request, name: str, since: float | None, confidence: float, threshold: float | None,
-                  tau: float) -> ExperimentReport:
+async def _report(request: Request, tenant: str, name: str, since: float | None, confidence: float,
+                  threshold: float | None, tau: float) -> ExperimentReport:
     policy = request.app.state.policy.current
     route = next((r for r in policy.spec.routes if policy.experiment(r) == name), None)
     if route is None:
         names = sorted(policy.experiment(r) for r in policy.spec.routes)
         raise NotFound(f"no experiment {name!r} (experiments: {names})")
     store = request.app.state.audit_store
-    rows = await store.experiment_rows(route, since=since)
-    first = await store.first_assignments(route, since=since)
+    rows = await store.experiment_rows(route, tenant, since=since)
+    first = await store.first_assignments(route, tenant, since=since)
     history = {h.version: h.weights for h in await store.policy_history(route)}
     if threshold is None:
         threshold = request.app.state.settings.default_threshold
@@ -104,17 +106,17 @@ def build_router() -> APIRouter:
                          "(control) by a fixed-horizon subject-level test, the request-level test (secondary) and "
                          "an always-valid mSPRT p-value; SRM over subjects first assigned in the window against the "
                          "weights in force when each was assigned.")
-    async def experiment_json(request: Request, _p: ClientAuth, name: str = NAME, since: Since = None,
+    async def experiment_json(request: Request, p: ClientAuth, name: str = NAME, since: Since = None,
                               confidence: Confidence = 0.95, threshold: Threshold = None,
                               tau: Tau = DEFAULT_TAU) -> ExperimentReport:
-        return await _report(request, name, since, confidence, threshold, tau)
+        return await _report(request, p.tenant, name, since, confidence, threshold, tau)
 
     @api.get("/{name}/report", response_class=HTMLResponse, summary="A/B report of an experiment (HTML page)",
              responses={404: {"description": "no such experiment"}},
              description="The same report as a self-contained page with charts (no scripts, works offline).")
-    async def experiment_html(request: Request, _p: ClientAuth, name: str = NAME, since: Since = None,
+    async def experiment_html(request: Request, p: ClientAuth, name: str = NAME, since: Since = None,
                               confidence: Confidence = 0.95, threshold: Threshold = None,
                               tau: Tau = DEFAULT_TAU) -> HTMLResponse:
-        return HTMLResponse(render_page(await _report(request, name, since, confidence, threshold, tau)))
+        return HTMLResponse(render_page(await _report(request, p.tenant, name, since, confidence, threshold, tau)))
 
     return api

@@ -121,10 +121,13 @@ def test_pdbs_select_their_deployment_and_never_block_drains(objs: tuple[dict, .
 
 def test_probes_hit_real_routes_of_their_component(objs: tuple[dict, ...],
                                                    component_routes: dict[str, set[str]]) -> None:
-    expected = {  # docs/INTERFACES.md: readiness / liveness per component
-        "router": ("/readyz", "/healthz"), "hasher": ("/v2/health/ready", "/v2/health/live"),
+    from trt_serving.oip_grpc import SERVICE as OIP_GRPC_SERVICE
+
+    expected = {  # docs/INTERFACES.md: readiness / liveness per component ("grpc:<service>": a gRPC probe)
+        "router": ("/readyz", "/healthz"), "hasher": ("/v2/health/ready", "grpc:"),
         "explainer": ("/readyz", "/healthz"),
     }
+    grpc_health_services = {"hasher": {"", OIP_GRPC_SERVICE}}  # what oip_grpc_server.HealthServicer answers
     seen = set()
     for workload in workloads(objs):
         for container in pod_spec(workload)["containers"]:
@@ -133,15 +136,23 @@ def test_probes_hit_real_routes_of_their_component(objs: tuple[dict, ...],
                 continue
             seen.add(component)
             ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-            probes = {k: container[k]["httpGet"] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
-            for kind, probe in probes.items():
-                assert probe["path"] in component_routes[component], (
-                    f"{workload['metadata']['name']} {kind} {probe['path']} is not a route of {component}"
-                )
-                assert probe["port"] in ports, f"{kind} port {probe['port']} is not a container port"
+            paths = {}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                where = f"{workload['metadata']['name']} {kind}"
+                if "grpc" in container[kind]:
+                    # gRPC probes take a port number; it must be the container's gRPC port.
+                    probe = container[kind]["grpc"]
+                    assert probe["port"] == ports.get("grpc"), f"{where}: port {probe['port']} is not the gRPC port"
+                    assert probe.get("service", "") in grpc_health_services.get(component, set()), where
+                    paths[kind] = f"grpc:{probe.get('service', '')}"
+                    continue
+                probe = container[kind]["httpGet"]
+                assert probe["path"] in component_routes[component], f"{where} {probe['path']} is not a route"
+                assert probe["port"] in ports, f"{where} port {probe['port']} is not a container port"
+                paths[kind] = probe["path"]
             ready, live = expected[component]
-            assert probes["readinessProbe"]["path"] == ready
-            assert probes["livenessProbe"]["path"] == live
+            assert paths["readinessProbe"] == ready
+            assert paths["livenessProbe"] == live
             # Prometheus scrapes the port the app serves /metrics on.
             annotations = workload["spec"]["template"]["metadata"]["annotations"]
             assert "/metrics" in component_routes[component]
@@ -219,6 +230,8 @@ def test_servestack_env_is_valid_settings_of_that_component(objs: tuple[dict, ..
                 continue
             assert settings.host == "0.0.0.0", where
             assert settings.port == container["ports"][0]["containerPort"], where
+            if module == "trt_serving":  # every hasher pod serves OIP over gRPC on its named port
+                assert settings.grpc_port == {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"], where
     assert checked > 20
 
 

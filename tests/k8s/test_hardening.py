@@ -157,6 +157,11 @@ def _port(objs: tuple[dict, ...], name: str) -> int:
     return pod_spec(kinds[name])["containers"][0]["ports"][0]["containerPort"]
 
 
+def _grpc_port(objs: tuple[dict, ...], name: str) -> int:
+    ports = pod_spec(of_kind(objs, "Deployment")[name])["containers"][0]["ports"]
+    return next(p["containerPort"] for p in ports if p["name"] == "grpc")
+
+
 PROMETHEUS = (MONITORING, {"app.kubernetes.io/name": "prometheus"})
 INGRESS = ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
 HASHERS = ("hasher-face-v1", "hasher-face-v2", "hasher-fingerprint-v1")
@@ -175,6 +180,9 @@ def test_networkpolicies_allow_the_design_hops(objs: tuple[dict, ...]) -> None:
         assert _allowed(objs, lab(name), ("kube-system", {"k8s-app": "kube-dns"}), 53), f"{name} -> dns"
     canary = (NAMESPACE, {"app.kubernetes.io/component": "canary-controller"})
     assert _allowed(objs, canary, (MONITORING, {"app.kubernetes.io/name": "prometheus"}), 9090)
+    oip_client = (NAMESPACE, {"app": "triton-user", "servestack.io/oip-grpc-client": "true"})
+    for hasher in HASHERS:
+        assert _allowed(objs, oip_client, lab(hasher), _grpc_port(objs, hasher)), f"gRPC client -> {hasher}"
 
 
 def test_networkpolicies_deny_everything_else(objs: tuple[dict, ...]) -> None:
@@ -187,6 +195,11 @@ def test_networkpolicies_deny_everything_else(objs: tuple[dict, ...]) -> None:
         (lab("hasher-face-v1"), lab("router"), 8000), (lab("jaeger"), lab("router"), 8000),
         (("default", {"app": "anything"}), lab("router"), 8000),
         (PROMETHEUS, lab("postgresql"), 5432),
+        # gRPC only from labelled clients, and a label opens the gRPC port only.
+        (INGRESS, lab("hasher-face-v1"), 8081), (lab("router"), lab("hasher-face-v1"), 8081),
+        ((NAMESPACE, {"app": "anything"}), lab("hasher-face-v1"), 8081),
+        ((NAMESPACE, {"servestack.io/oip-grpc-client": "true"}), lab("hasher-face-v1"), 8080),
+        ((NAMESPACE, {"servestack.io/oip-grpc-client": "true"}), lab("explainer"), 8200),
     ]
     for src, dst, port in denied:
         assert not _allowed(objs, src, dst, port), f"{src} -> {dst}:{port} should be denied"

@@ -19,7 +19,6 @@ from router import db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import Database, make_engine, schema_migrations
 from router.schemas import AuditRecord, ModalityResult
-from router.templates import TemplateStore
 
 
 def record(i: int, arm: str = "v1", decision: str = "accept", created_at: float | None = None) -> AuditRecord:
@@ -58,53 +57,54 @@ async def test_record_get_and_experiment_rows(db):
     store = AuditStore(db)
     now = time.time()
     await asyncio.gather(*(store.record(record(i, "v1" if i % 3 else "v2", "accept" if i % 2 else "reject",
-                                               now + i)) for i in range(30)))
-    got = await store.get(f"{4:032x}")
+                                               now + i), "t1") for i in range(30)))
+    got = await store.get(f"{4:032x}", "t1")
     assert got == record(4, "v1", "reject", now + 4)
-    assert await store.get("f" * 32) is None
-    rows = await store.experiment_rows("face")
+    assert await store.get("f" * 32, "t1") is None
+    rows = await store.experiment_rows("face", "t1")
     assert len(rows) == 30 and rows[0] == ExperimentRow("v2", "reject", 10.0, now, "s0", "randomised", None, 60,
                                                          None, f"{0:032x}")
     assert [r.created_at for r in rows] == sorted(r.created_at for r in rows)
-    assert len(await store.experiment_rows("face", since=now + 20)) == 10
-    assert await store.experiment_rows("fingerprint") == []
+    assert len(await store.experiment_rows("face", "t1", since=now + 20)) == 10
+    assert await store.experiment_rows("fingerprint", "t1") == []
+
+
+async def test_reads_of_another_tenant_find_nothing(db):
+    store = AuditStore(db)
+    await store.record(record(5, created_at=100.0), "t1")
+    await store.save_explanation(f"{5:032x}", {"text": "not mine to write"}, "t2")
+    assert await store.get(f"{5:032x}", "t2") is None
+    assert await store.get_explanation(f"{5:032x}", "t2") is None
+    assert await store.experiment_rows("face", "t2") == []
+    assert await store.get_explanation(f"{5:032x}", "t1") is None  # t2's write did not land
+    assert (await store.get(f"{5:032x}", "t1")).subject_id == "s5"
 
 
 async def test_one_bad_write_does_not_fail_its_batch_neighbours(db):
     store = AuditStore(db)
-    await store.record(record(1))
-    results = await asyncio.gather(store.record(record(1)), store.record(record(2)), store.record(record(3)),
-                                   return_exceptions=True)
+    await store.record(record(1), "t1")
+    results = await asyncio.gather(store.record(record(1), "t1"), store.record(record(2), "t1"),
+                                   store.record(record(3), "t1"), return_exceptions=True)
     assert isinstance(results[0], Exception) and results[1:] == [None, None]
-    assert await store.get(f"{3:032x}") is not None
+    assert await store.get(f"{3:032x}", "t1") is not None
 
 
 async def test_explanation_cache_first_wins(db):
     store = AuditStore(db)
-    await store.record(record(7))
-    assert await store.get_explanation(f"{7:032x}") is None
-    await store.save_explanation(f"{7:032x}", {"text": "first"})
-    await store.save_explanation(f"{7:032x}", {"text": "second"})
-    assert await store.get_explanation(f"{7:032x}") == {"text": "first"}
-
-
-async def test_templates_per_version_enrol_replaces_migration_never_overwrites(db):
-    t = TemplateStore(db)
-    await t.put("s", "face", "1", "a" * 32, "enroll")
-    await t.put("s", "face", "2", "b" * 32, "migration")
-    await t.put("s", "face", "2", "c" * 32, "migration")
-    await t.put("s", "face", "1", "d" * 32, "enroll")
-    assert await t.get("s", "face") == {"1": "d" * 32, "2": "b" * 32}
-    assert await t.get("s", "fingerprint") == {}
+    await store.record(record(7), "t1")
+    assert await store.get_explanation(f"{7:032x}", "t1") is None
+    await store.save_explanation(f"{7:032x}", {"text": "first"}, "t1")
+    await store.save_explanation(f"{7:032x}", {"text": "second"}, "t1")
+    assert await store.get_explanation(f"{7:032x}", "t1") == {"text": "first"}
 
 
 async def test_reopen_keeps_data_and_does_not_remigrate(audit_url):
     first = await asyncio.to_thread(Database, audit_url)
-    await AuditStore(first).record(record(9))
+    await AuditStore(first).record(record(9), "t1")
     await asyncio.to_thread(first.close)
     again = await asyncio.to_thread(Database, audit_url)
     try:
-        assert (await AuditStore(again).get(f"{9:032x}")).subject_id == "s9"
+        assert (await AuditStore(again).get(f"{9:032x}", "t1")).subject_id == "s9"
         assert again.schema_version == ALL_VERSIONS[-1]
         assert sorted(await again.read(lambda c: list(c.execute(select(schema_migrations.c.version)).scalars()))) \
             == ALL_VERSIONS

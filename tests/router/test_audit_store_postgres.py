@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, se
 import router.db as db_module
 from router.audit_store import AuditStore, ExperimentRow
 from router.db import Database, schema_migrations
-from tests.router.support.fakes import AUTH, b64, running_router
+from tests.router.support.fakes import ADMIN, AUTH, b64, running_router
 from tests.router.test_audit_store import record
 
 BASE_VERSIONS = [v for v, _, _ in db_module.MIGRATIONS]
@@ -46,7 +46,7 @@ def _race_migrations(url: str, monkeypatch) -> tuple[list[Database], list[int]]:
     """Open two Databases on ``url`` at the same instant, with a slow extra migration appended.
 
     The slow step holds the migration transaction open long enough that, without a lock across
-    connections, both would find version 2 unapplied and both run it.
+    connections, both would find it unapplied and both run it.
     """
     runs: list[int] = []
     probe_table = Table("migration_probe", MetaData(), Column("n", Integer, primary_key=True))
@@ -88,11 +88,11 @@ async def test_two_stores_write_one_database_concurrently(audit_url):
     try:
         now = time.time()
         stores = [AuditStore(first), AuditStore(second)]
-        await asyncio.gather(*(stores[i % 2].record(record(i, created_at=now + i)) for i in range(40)))
-        rows = await stores[1].experiment_rows("face")
+        await asyncio.gather(*(stores[i % 2].record(record(i, created_at=now + i), "t1") for i in range(40)))
+        rows = await stores[1].experiment_rows("face", "t1")
         assert len(rows) == 40
         assert rows[0] == ExperimentRow("v1", "accept", 10.0, now, "s0", "randomised", None, 3, None, f"{0:032x}")
-        assert (await stores[0].get(f"{39:032x}")).subject_id == "s39"
+        assert (await stores[0].get(f"{39:032x}", "t1")).subject_id == "s39"
     finally:
         await asyncio.to_thread(first.close)
         await asyncio.to_thread(second.close)
@@ -104,13 +104,16 @@ async def test_router_on_postgres_enrolls_verifies_and_audits(tmp_path, postgres
         async with running_router(tmp_path, audit_url=url) as router:
             r = await router.client.post("/v1/enroll", headers=pin_v1, json={"subject_id": "pg", "face": b64(b"pg")})
             assert r.status_code == 200, r.text
-            # Re-enrolling replaces the template (PostgreSQL's ON CONFLICT DO UPDATE path).
+            # Re-enrolling is refused unless asked to replace (the admin key holds enroll:replace).
             r = await router.client.post("/v1/enroll", headers=pin_v1, json={"subject_id": "pg", "face": b64(b"pg")})
+            assert r.status_code == 409, r.text
+            r = await router.client.post("/v1/enroll", headers={**ADMIN, "X-ServeStack-Arm": "face=v1"},
+                                         json={"subject_id": "pg", "face": b64(b"pg"), "replace": True})
             assert r.status_code == 200, r.text
             r = await router.client.post("/v1/verify", headers=pin_v1, json={"subject_id": "pg", "face": b64(b"pg")})
             body = r.json()
             assert r.status_code == 200 and body["decision"] == "accept" and body["fused_distance"] == 0
             audit = await router.client.get(f"/v1/audit/{body['audit_id']}", headers=AUTH)
             assert audit.status_code == 200 and audit.json()["trace_id"] == body["trace_id"]
-            rows = await router.app.state.audit_store.experiment_rows("face")
+            rows = await router.app.state.audit_store.experiment_rows("face", "default")
             assert [(row.arm, row.decision) for row in rows] == [("v1", "accept")]

@@ -88,7 +88,7 @@ async def test_fusion_is_the_mean_and_threshold_override_applies(router):
 
 async def test_verify_unknown_subject_is_404(router):
     r = await router.client.post("/v1/verify", headers=AUTH, json={"subject_id": "nobody", "face": b64(b"x")})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "not_enrolled"
+    assert r.status_code == 404 and r.json()["error"]["code"] == "subject_not_found"
 
 
 async def test_pin_header_forces_the_arm(router):
@@ -110,6 +110,28 @@ async def test_hash_endpoint_returns_codes_of_the_serving_version(router):
     assert r.status_code == 200
     assert body["codes"] == [fake_code(b"a", "2"), fake_code(b"b", "2")]
     assert (body["arm"], body["backend"], body["model_version"]) == ("v2", "hasher-face-v2", "2")
+
+
+async def test_template_migration_enrols_the_canary_after_an_accepted_verification(tmp_path):
+    async with running_router(tmp_path, enroll_all_arms=False) as router:
+        await router.client.post("/v1/enroll", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
+                                 json={"subject_id": "dan", "face": b64(b"dan")})
+        assert set((await router.app.state.subjects.load("default", "dan")).templates["face"]) == {"1"}
+        # Teach the router which version each backend serves, then an accepted v1 verification.
+        await router.client.post("/v1/hash", headers={**AUTH, "X-ServeStack-Arm": "face=v2"},
+                                 json={"modality": "face", "images": [b64(b"z")]})
+        r = await router.client.post("/v1/verify", headers={**AUTH, "X-ServeStack-Arm": "face=v1"},
+                                     json={"subject_id": "dan", "face": b64(b"dan")})
+        assert r.json()["decision"] == "accept"
+        await router.app.state.background.drain()
+        templates = (await router.app.state.subjects.load("default", "dan")).templates["face"]
+        assert templates == {"1": fake_code(b"dan", "1"), "2": fake_code(b"dan", "2")}
+        assert router.metric("servestack_router_template_migrations_total", route="face", arm="v2",
+                             outcome="ok") == 1
+        # Now the canary can verify the subject.
+        r = await router.client.post("/v1/verify", headers={**AUTH, "X-ServeStack-Arm": "face=v2"},
+                                     json={"subject_id": "dan", "face": b64(b"dan")})
+        assert r.json()["decision"] == "accept" and r.json()["modalities"][0]["model_version"] == "2"
 
 
 async def test_coverage_reroutes_to_an_arm_with_a_template(tmp_path):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.support.procs import free_port, process
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO / ".servestack" / "cache"
@@ -60,3 +64,19 @@ def helpers() -> type[Helpers]:
 def cache_dir() -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     return CACHE_DIR
+
+
+@pytest.fixture(scope="session")
+def fingerprint_pod(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(HTTP base URL, gRPC host:port) of one real fingerprint pod process (`python -m trt_serving`)."""
+    port, grpc_port = free_port(), free_port()
+    env = {"SERVESTACK_HASHER_MODEL": "fingerprint", "SERVESTACK_HASHER_VERSION": "1",
+           "SERVESTACK_HASHER_PORT": str(port), "SERVESTACK_HASHER_GRPC_PORT": str(grpc_port),
+           "SERVESTACK_HASHER_CACHE_DIR": str(cache_dir), "SERVESTACK_HASHER_THREADS": "1", "OMP_NUM_THREADS": "1",
+           # Small enough that the fuzzer's boundary cases (maxLength of each image) stay cheap.
+           "SERVESTACK_HASHER_MAX_IMAGE_BYTES": "262144",
+           "OTEL_SDK_DISABLED": "true"}
+    url = f"http://127.0.0.1:{port}"
+    with process([sys.executable, "-m", "trt_serving"], f"{url}/v2/health/ready",
+                 tmp_path_factory.mktemp("pod") / "pod.log", env=env, timeout_s=300, stop_timeout_s=20):
+        yield url, f"127.0.0.1:{grpc_port}"

@@ -283,9 +283,10 @@ def standard_policy(v1_weight: float = 90, v2_weight: float = 10, shadow_percent
 
 def write_keys(path: Path) -> Path:
     path.write_text(yaml.safe_dump({"keys": [
-        {"name": "client", "sha256": hash_key(CLIENT_KEY), "scopes": ["client"], "rate_per_s": 10000,
+        {"name": "client", "sha256": hash_key(CLIENT_KEY), "scopes": ["client", "pin"], "rate_per_s": 10000,
          "burst": 10000},
-        {"name": "admin", "sha256": hash_key(ADMIN_KEY), "scopes": ["client", "admin"], "rate_per_s": 10000,
+        {"name": "admin", "sha256": hash_key(ADMIN_KEY), "scopes": ["client", "pin", "enroll:replace", "admin"],
+         "rate_per_s": 10000,
          "burst": 10000},
         {"name": "limited", "sha256": hash_key(LIMITED_KEY), "scopes": ["client"], "rate_per_s": 0.5, "burst": 2},
         {"name": "ops", "sha256": hash_key(OPS_KEY), "scopes": ["admin"]},
