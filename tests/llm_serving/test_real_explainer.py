@@ -89,7 +89,7 @@ async def test_bad_input_is_rejected_with_4xx(explainer_url: str) -> None:
         missing = await http.post(f"{explainer_url}/v1/explain", json={"record": {"audit_id": "x"}}, timeout=30)
         oversized = await http.post(f"{explainer_url}/v1/explain", content=b"x" * 100_000, timeout=30)
         bad_chat = await http.post(f"{explainer_url}/v1/chat/completions", json={"messages": "nope"}, timeout=30)
-    assert info.value.status_code == 422 and info.value.code == "invalid_request"
+    assert info.value.status_code == 422 and info.value.code == "impossible_record"
     assert missing.status_code == 422 and "decision" in missing.json()["error"]["message"]
     assert oversized.status_code == 413 and oversized.json()["error"]["code"] == "payload_too_large"
     assert bad_chat.status_code == 400 and "error" in bad_chat.json()

@@ -92,8 +92,7 @@ def test_mixed_run_passes_with_both_arms_and_streams(fake_router: str, tmp_path:
 def locking_fake_router() -> Iterator[str]:
     proc, url = _start_fake("--lock-every", "4")
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 def test_labelled_run_posts_every_outcome_and_a_subject_lock_is_no_failure(locking_fake_router: str,
