@@ -38,7 +38,8 @@ async def _script(c: httpx.AsyncClient) -> list[tuple[int, list[tuple[bytes, byt
         # Accepted content types: none (parsed as JSON, as FastAPI does) and +json.
         ("POST", "/v1/hash", {**AUTH, "content-type": "application/vnd.api+json"},
          b'{"modality": "face", "images": ["eA=="], "subject_id": "s"}'),
-        ("POST", "/v1/hash", {k: v for k, v in AUTH.items()}, b'{"modality": "face", "images": ["eA=="], "subject_id": "s"}'),
+        ("POST", "/v1/hash", {k: v for k, v in AUTH.items()},
+         b'{"modality": "face", "images": ["eA=="], "subject_id": "s"}'),
         # 401, 403
         ("POST", "/v1/verify", {}, face),
         ("POST", "/v1/verify", {"Authorization": "Bearer sk-nobody"}, face),
