@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import SpanKind
 
@@ -74,17 +76,15 @@ def template_explanation(facts: AuditFacts, reason: str, delivered: list[str] | 
                        template_sentences=len(pending)).model_dump(mode="json")
 
 
+@dataclass
 class ExplanationService:
-    def __init__(self, client: ExplainerClient, balancer: Balancer, audit: AuditStore, tracer,
-                 timeout_s: float, *, default_threshold: float | None = None,
-                 canary_of: CanaryOf | None = None) -> None:
-        self.client = client
-        self.balancer = balancer
-        self.audit = audit
-        self.tracer = tracer
-        self.timeout_s = timeout_s
-        self.default_threshold = default_threshold
-        self.canary_of = canary_of
+    client: ExplainerClient
+    balancer: Balancer
+    audit: AuditStore
+    tracer: Any
+    timeout_s: float
+    default_threshold: float | None = field(default=None, kw_only=True)
+    canary_of: CanaryOf | None = field(default=None, kw_only=True)
 
     async def _facts(self, audit_id: str, tenant: str) -> AuditFacts:
         record = await self.audit.get(audit_id, tenant)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 
@@ -95,21 +95,19 @@ async def first_error(*aws: Awaitable[T]) -> list[T]:
     return [t.result() for t in tasks]
 
 
+@dataclass
 class VerificationService:
-    def __init__(self, settings: RouterSettings, policy: PolicyHolder, gateway: HashGateway,
-                 subjects: SubjectStore, audit: AuditStore, metrics: RouterMetrics, tracer,
-                 shadow: ShadowWork) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.gateway = gateway
-        self.subjects = subjects
-        self.audit = audit
-        self.metrics = metrics
-        self.tracer = tracer
-        self.shadow = shadow
-        # backend -> model version it served last: lets the choice skip an arm whose version the
-        # subject has no template for, instead of hashing there first and finding out.
-        self.versions: dict[str, str] = {}
+    settings: RouterSettings
+    policy: PolicyHolder
+    gateway: HashGateway
+    subjects: SubjectStore
+    audit: AuditStore
+    metrics: RouterMetrics
+    tracer: Any
+    shadow: ShadowWork
+    # backend -> model version it served last: lets the choice skip an arm whose version the
+    # subject has no template for, instead of hashing there first and finding out.
+    versions: dict[str, str] = field(default_factory=dict, init=False)
 
     # --- choose ----------------------------------------------------------------------------------
     def choose(self, policy: TrafficPolicy, route: str, subject_id: str | None, caller: Caller) -> Arm:

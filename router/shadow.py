@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from router.background import BackgroundWork
 from router.config import RouterSettings
@@ -40,15 +41,14 @@ class _Subject:
     audit_id: str  # the verification whose probe this is
 
 
+@dataclass
 class ShadowWork:
-    def __init__(self, settings: RouterSettings, gateway: HashGateway, subjects: SubjectStore,
-                 metrics: RouterMetrics, tracer, work: BackgroundWork) -> None:
-        self.settings = settings
-        self.gateway = gateway
-        self.subjects = subjects
-        self.metrics = metrics
-        self.tracer = tracer
-        self.work = work
+    settings: RouterSettings
+    gateway: HashGateway
+    subjects: SubjectStore
+    metrics: RouterMetrics
+    tracer: Any
+    work: BackgroundWork
 
     def after_verify(self, policy: TrafficPolicy, tenant: str, subject_id: str, result: ModalityResult, code: str,
                      image: str, templates: Mapping[str, str], threshold: float, *, genuine: bool, audit_id: str,

@@ -21,6 +21,7 @@ from llm_serving.generator import GenerationChunk, GenerationRequest
 from router.app import create_app as create_router
 from router.config import RouterSettings
 from servestack.local_config import write_keys, write_policy
+from tests.support.generators import StubGenerator
 from tracing import TracingSettings, setup_telemetry
 from trt_serving.app import create_app as create_hasher
 from trt_serving.config import HasherSettings
@@ -30,7 +31,7 @@ NOT_JSON = b"{" + SECRET.encode() + b" nope"
 NO_TRACING = TracingSettings(endpoint=None)
 
 
-class UncalledGenerator:
+class UncalledGenerator(StubGenerator):
     """The explainer's model seam for requests that must be refused before any generation."""
 
     model = "none"
@@ -38,15 +39,6 @@ class UncalledGenerator:
 
     def __init__(self) -> None:
         self.calls = 0
-
-    def is_ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         self.calls += 1

@@ -8,16 +8,14 @@ directly from the stack's audit database (randomised face rows joined with their
 
 from __future__ import annotations
 
-import argparse
-import json
 import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 
-from servestack import loadtest_cmd
 from servestack.stackfile import StackInfo
+from tests.support.stack import run_loadtest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -29,13 +27,8 @@ def test_labelled_run_gives_far_frr_per_arm_that_match_the_audit_rows(
     monkeypatch.setenv("SERVESTACK_LOADTEST_ZIPF_EXPONENT", "0.6")
     monkeypatch.setenv("SERVESTACK_LOADTEST_FINGERPRINT_SHARE", "0")
     out = tmp_path / "labelled"
-    parser = argparse.ArgumentParser(prog="servestack")
-    loadtest_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["loadtest", "--scenario", "labelled", "--users", "4", "--duration", "15s",
-                              "--host", router, "--api-key", stack.api_key, "--out", str(out),
-                              "--subjects", "300", "--max-error-rate", "0"])
-    rc = args.func(args)
-    summary = json.loads((out / "summary.json").read_text())
+    rc, summary = run_loadtest(stack, out, "--scenario", "labelled", "--users", "4", "--duration", "15s",
+                               "--subjects", "300", "--max-error-rate", "0")
     assert summary["totals"]["failures"] == 0, summary["errors"]
     assert rc == 0, summary["violations"]
     posted = sum(e["requests"] for e in summary["endpoints"] if e["name"] == "/v1/audit/{id}/outcome")

@@ -9,14 +9,12 @@ within the run.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import pytest
 
-from servestack import loadtest_cmd
 from servestack.stackfile import StackInfo
+from tests.support.stack import run_loadtest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,13 +26,8 @@ def test_short_verify_run_has_no_failures_and_serves_both_face_arms(
     assert router.startswith("http://127.0.0.1:")
     monkeypatch.setenv("SERVESTACK_LOADTEST_ZIPF_EXPONENT", "0.6")
     out = tmp_path / "loadtest"
-    parser = argparse.ArgumentParser(prog="servestack")
-    loadtest_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["loadtest", "--scenario", "verify", "--users", "4", "--duration", "20s",
-                              "--host", router, "--api-key", stack.api_key, "--out", str(out),
-                              "--subjects", "400", "--max-error-rate", "0"])
-    rc = args.func(args)
-    summary = json.loads((out / "summary.json").read_text())
+    rc, summary = run_loadtest(stack, out, "--scenario", "verify", "--users", "4", "--duration", "20s",
+                               "--subjects", "400", "--max-error-rate", "0")
     assert summary["totals"]["failures"] == 0, summary["errors"]
     assert rc == 0, summary["violations"]
     verified = sum(e["requests"] for e in summary["endpoints"] if e["name"].startswith("/v1/verify"))

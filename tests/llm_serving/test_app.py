@@ -23,6 +23,7 @@ from llm_serving.app import create_app
 from llm_serving.config import ExplainerSettings
 from llm_serving.generator import GenerationChunk, GenerationRequest
 from llm_serving.sentences import check_complete
+from tests.support.sse import sse_events
 from tracing import setup_telemetry
 
 _spec = importlib.util.spec_from_file_location("llm_records", Path(__file__).with_name("records.py"))
@@ -77,14 +78,6 @@ GOOD = ("The verification was accepted. The face probe had a Hamming distance of
 WRONG_NUMBER = ("The verification was accepted. The face probe had a Hamming distance of 13. "
                 "This is at or below the threshold of 30, as required.")
 WRONG_CONTINUATION = "The face probe had a Hamming distance of 13. This is at or below the threshold of 30."
-
-
-def sse_events(raw: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in (b for b in raw.split("\n\n") if b):
-        head, data = block.split("\n", 1)
-        out.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
-    return out
 
 
 class Harness:

@@ -17,22 +17,14 @@ from llm_serving.app import create_app
 from llm_serving.config import ExplainerSettings
 from llm_serving.generator import GenerationChunk, GenerationRequest
 from tests.openapi_fuzz import assert_clean, fuzz, serve
+from tests.support.generators import StubGenerator
 
 
-class FreeText:
+class FreeText(StubGenerator):
     """A ready model that never follows the JSON format asked for."""
 
     model = "free-text"
     backend = "test"
-
-    def is_ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         yield GenerationChunk(text="It matched.", prompt_tokens=10, generated_tokens=3, finished=True,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from llm_serving.schemas import Explanation
@@ -11,6 +9,7 @@ from llm_serving.sentences import check_complete
 from router.explain import facts_of
 from router.schemas import AuditRecord
 from tests.router.support.fakes import AUTH, b64, running_router, standard_fakes, standard_policy
+from tests.support.sse import sse_events
 
 
 async def _verified(router, subject: str, **extra: object) -> dict:
@@ -20,14 +19,6 @@ async def _verified(router, subject: str, **extra: object) -> dict:
                                  json={"subject_id": subject, "face": b64(b"img"), **extra})
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def _events(raw: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in (b for b in raw.split("\n\n") if b):
-        head, data = block.split("\n", 1)
-        out.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
-    return out
 
 
 @pytest.mark.parametrize("mode", ["error", "timeout"])
@@ -55,7 +46,7 @@ async def test_stream_cut_short_keeps_the_checked_sentence_and_the_template_comp
         rec = await _verified(router, "ida")
         r = await router.client.get(f"/v1/audit/{rec['audit_id']}/explanation",
                                     headers={**AUTH, "Accept": "text/event-stream"})
-    events = _events(r.text)
+    events = sse_events(r.text)
     assert r.status_code == 200 and events[-1][0] == "final" and [k for k, _ in events].count("final") == 1
     deltas = [data["text"] for kind, data in events if kind == "delta"]
     final = Explanation.model_validate(events[-1][1])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from servestack import loadtest_cmd
 from servestack.background import StackStartError, start_stack, stop_stack
 from servestack.stackfile import StackInfo
 from tests.support.procs import REPO
@@ -32,3 +35,13 @@ def running_stack(state_dir: Path, otlp_endpoint: str | None = None,
         yield info
     finally:
         stop_stack(proc)
+
+
+def run_loadtest(stack: StackInfo, out: Path, *args: str) -> tuple[int, dict]:
+    """``servestack loadtest ARGS`` against ``stack``'s router, as its CLI runs it: (exit code, summary.json)."""
+    parser = argparse.ArgumentParser(prog="servestack")
+    loadtest_cmd.register(parser.add_subparsers())
+    parsed = parser.parse_args(["loadtest", *args, "--host", stack.services["router"], "--api-key", stack.api_key,
+                                "--out", str(out)])
+    rc = parsed.func(parsed)
+    return rc, json.loads((out / "summary.json").read_text())
