@@ -42,6 +42,10 @@ import httpx
 import rawhttp  # bench/: a load client cheaper than the servers it measures
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the stand-in servers' ASGI helpers live with the tests
+from tests.support.asgi import read_body, respond  # noqa: E402
+
 ENGINE = {"model": "face", "version": "1", "backend": "fake", "precision": "fp32"}
 KEY = "sk-bench"
 
@@ -50,21 +54,14 @@ async def upstream_app(scope, receive, send):
     """The trivial upstream: answers /v1/hash with a code derived from the body, and readiness."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     if scope["path"] == "/v1/hash":
         n = len(json.loads(body)["images"])
         payload = json.dumps({"engine": ENGINE, "codes": [hashlib.blake2b(body, digest_size=16).hexdigest()] * n})
         data, status = payload.encode(), 200
     else:
         data, status = b"{}", 200
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
+    await respond(send, status, data)
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""A stand-in explainer pod as a real process (``python fake_explainer.py PORT``) for the fault matrix.
+"""A stand-in explainer pod as a real process (``python -m tests.faults.fake_explainer PORT``) for the fault matrix.
 
 Speaks what the router uses of the explainer: ``GET /readyz`` and ``POST /v1/explain`` (JSON, or SSE
 with ``stream: true``), answering with a one-sentence explanation built from the record.
@@ -11,6 +11,8 @@ import sys
 
 import uvicorn
 
+from tests.support.asgi import NOT_FOUND, read_body, respond
+
 
 def _explanation(record: dict) -> dict:
     return {"audit_id": record["audit_id"], "text": f"The decision was {record['decision']}.",
@@ -20,12 +22,7 @@ def _explanation(record: dict) -> dict:
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     content_type = b"application/json"
     if scope["path"] == "/readyz":
         payload, status = b'{"status": "ready"}', 200
@@ -39,10 +36,8 @@ async def app(scope, receive, send):
         else:
             payload = json.dumps(final).encode()
     else:
-        payload, status = b'{"error": {"code": "not_found", "message": "no route"}}', 404
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
+        payload, status = NOT_FOUND, 404
+    await respond(send, status, payload, content_type)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A stand-in hasher pod as a real process for the fault matrix (``python fake_hasher.py PORT``): kill -9 needs one.
+"""A stand-in hasher pod as a real process for the fault matrix (``python -m tests.faults.fake_hasher PORT``): kill -9
+needs one.
 
 Speaks the two routes the router uses: ``POST /v1/hash`` (deterministic code per image) and
 ``GET /v2/health/ready``. Raw ASGI: no framework between the socket and the answer.
@@ -13,18 +14,15 @@ import sys
 
 import uvicorn
 
+from tests.support.asgi import NOT_FOUND, read_body, respond
+
 ENGINE = {"model": "face", "version": "1", "backend": "fake", "precision": "fp32"}
 
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     if scope["path"] == "/v1/hash":
         images = [base64.b64decode(i) for i in json.loads(body)["images"]]
         codes = [hashlib.blake2b(i, digest_size=16).hexdigest() for i in images]
@@ -32,10 +30,8 @@ async def app(scope, receive, send):
     elif scope["path"] in ("/v2/health/ready", "/v2/health/live"):
         payload, status = b"{}", 200
     else:
-        payload, status = b'{"error": {"code": "not_found", "message": "no route"}}', 404
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})
+        payload, status = NOT_FOUND, 404
+    await respond(send, status, payload)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ import yaml
 from tests.router.support.fakes import AUTH, b64, write_keys
 from tests.support.procs import free_port, process
 
-HERE = Path(__file__).parent
-FAKE_HASHER = HERE / "fake_hasher.py"
-FAKE_EXPLAINER = HERE / "fake_explainer.py"
+# Run as modules from the repository root (the working directory of every test process).
+FAKE_HASHER = "tests.faults.fake_hasher"
+FAKE_EXPLAINER = "tests.faults.fake_explainer"
 BACKEND = "hasher-face-v1"
 FALLBACK = "hasher-face-v1-fallback"
 
@@ -119,7 +119,7 @@ class Hashers:
 
 
 def hasher_argv(port: int) -> list[str]:
-    return [sys.executable, str(FAKE_HASHER), str(port)]
+    return [sys.executable, "-m", FAKE_HASHER, str(port)]
 
 
 @contextlib.contextmanager

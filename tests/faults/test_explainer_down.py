@@ -19,7 +19,7 @@ SUBJECTS = [f"e{i}" for i in range(10)]
 
 
 def explainer(port: int, log):
-    return process([sys.executable, str(FAKE_EXPLAINER), str(port)], f"http://127.0.0.1:{port}/readyz", log)
+    return process([sys.executable, "-m", FAKE_EXPLAINER, str(port)], f"http://127.0.0.1:{port}/readyz", log)
 
 
 async def new_audit_id(client: httpx.AsyncClient) -> str:

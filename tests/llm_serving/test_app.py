@@ -23,6 +23,7 @@ from llm_serving.app import create_app
 from llm_serving.config import ExplainerSettings
 from llm_serving.generator import GenerationChunk, GenerationRequest
 from llm_serving.sentences import check_complete
+from tests.support.generators import StubGenerator
 from tests.support.sse import sse_events
 from tracing import setup_telemetry
 
@@ -32,7 +33,7 @@ sys.modules["llm_records"] = records
 _spec.loader.exec_module(records)
 
 
-class ScriptedGenerator:
+class ScriptedGenerator(StubGenerator):
     """Streams a fixed output one character at a time; records requests and early closes."""
 
     def __init__(self, outputs: list[str], delay_s: float = 0.0, ready: bool = True) -> None:
@@ -45,15 +46,6 @@ class ScriptedGenerator:
 
     model = "scripted"
     backend = "test"
-
-    def is_ready(self) -> bool:
-        return self.ready
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         self.requests.append(request)
