@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from router.db import Database, audit_modalities, audit_outcomes, audit_records, policy_versions
 from router.experiments.rows import ExperimentRow, assignment_kind
@@ -206,10 +207,15 @@ class AuditStore:
 
 
 def _store_policy(conn: Connection, version: int, weights: Mapping[str, Mapping[str, float]]) -> None:
-    """Insert the routes of ``version`` not stored yet (the first writer of a version wins)."""
+    """Insert the routes of ``version`` not stored yet (the first writer of a version wins).
+
+    Replicas applying the same version write at once: the insert skips a row another replica
+    committed meanwhile instead of failing the audit write on the primary key.
+    """
     have = set(conn.execute(select(policy_versions.c.route).where(policy_versions.c.version == version)).scalars())
     now = time.time()
     rows = [{"version": version, "route": route, "weights": json.dumps(dict(w)), "applied_at": now}
             for route, w in weights.items() if route not in have]
     if rows:
-        conn.execute(policy_versions.insert(), rows)
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(insert(policy_versions).on_conflict_do_nothing(index_elements=["version", "route"]), rows)

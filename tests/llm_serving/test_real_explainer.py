@@ -92,7 +92,7 @@ async def test_bad_input_is_rejected_with_4xx(explainer_url: str) -> None:
     assert info.value.status_code == 422 and info.value.code == "impossible_record"
     assert missing.status_code == 422 and "decision" in missing.json()["error"]["message"]
     assert oversized.status_code == 413 and oversized.json()["error"]["code"] == "payload_too_large"
-    assert bad_chat.status_code == 400 and "error" in bad_chat.json()
+    assert bad_chat.status_code == 422 and "error" in bad_chat.json()  # a schema error, as everywhere
 
 
 async def test_openai_client_chat_completions_and_models(explainer_url: str) -> None:
