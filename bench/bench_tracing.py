@@ -68,6 +68,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import yaml
 
 REPORTS_MEDIANS = True  # median of its own interleaved rounds (bench/run_all.py runs it once)
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +153,17 @@ def serve_minimal(port: int) -> None:
     uvicorn.run(TraceMiddleware(app, tel.tracer), host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
+def _keys_before_tenants(keys: Path) -> Path:
+    """The keys file as a baseline router from before tenants and scopes ``pin``/``enroll:replace`` reads it."""
+    doc = yaml.safe_load(keys.read_text())
+    for entry in doc["keys"]:
+        entry.pop("tenant", None)
+        entry["scopes"] = [s for s in entry["scopes"] if s in ("client", "admin")]
+    old = keys.with_name("keys-baseline.yaml")
+    old.write_text(yaml.safe_dump(doc))
+    return old
+
+
 def start_router(
     state: Path, mode: Mode, minimal: bool, upstream: str | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -162,6 +174,8 @@ def start_router(
     services["explainer"] = f"http://127.0.0.1:{free_port()}"  # never called by these workloads
     policy = write_policy(state, services)
     keys, _, _ = write_keys(state)
+    if Path(mode.src).resolve() != REPO.resolve():
+        keys = _keys_before_tenants(keys)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(mode.env)
     env["PYTHONPATH"] = str(mode.src)  # this tree's packages, or the baseline's
